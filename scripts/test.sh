@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need, then runs every test and lints the shell scripts.
+# This is the README's test command and what .ci/run calls.
+set -euo pipefail
+
+if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
+  echo "usage: scripts/test.sh   (installs test dependencies, then cargo test and shellcheck)"
+  exit 0
+fi
+
+cd "$(dirname "$0")/.."
+scripts/test-deps.sh
+
+# Reuse a build cache outside the clone when there is one; a cold build works too.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medic-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+cargo test --locked --all-targets
+shellcheck scripts/*.sh .ci/run

@@ -1,0 +1,321 @@
+//! The `medic` command line (clap): serve, check-config, incidents, audit, hooks replay.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ConfigSource, Settings};
+use crate::domain::{IncidentId, IncidentState};
+use crate::store::{IncidentFilter, Store};
+use crate::web::api::IncidentView;
+
+#[derive(Debug, Parser)]
+#[command(name = "medic", version, about = "Self-healing incident pipeline: alerts in, verified fixes out, safely.")]
+pub struct Cli {
+    /// Config file (TOML). Default: ./config/medic.toml if present, else the embedded defaults.
+    #[arg(long, global = true, env = "MEDIC_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server and the pipeline workers.
+    Serve(ServeArgs),
+    /// Validate the configuration and print it with secrets masked.
+    CheckConfig,
+    /// Inspect incidents in the store.
+    #[command(subcommand)]
+    Incidents(IncidentsCommand),
+    /// Verify or export the hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Send captured webhook requests to a running medic.
+    #[command(subcommand)]
+    Hooks(HooksCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Override server.bind (e.g. 127.0.0.1:0 for a free port).
+    #[arg(long)]
+    pub bind: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentsCommand {
+    /// List incidents, newest first.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one incident with its timeline (JSON).
+    Show { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain; exit 1 naming the first broken row.
+    Verify,
+    /// Write audit events as JSONL.
+    Export {
+        /// Only events at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events of this incident.
+        #[arg(long)]
+        incident: Option<String>,
+        /// Output file (default: stdout).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HooksCommand {
+    /// Send a captured `.http` request (headers and body as captured) or a `.json` body.
+    Replay {
+        file: PathBuf,
+        /// Full target URL, e.g. http://127.0.0.1:8080/hooks/uptime-kuma
+        #[arg(long)]
+        url: String,
+        /// Bearer token to send (replaces any captured Authorization header).
+        #[arg(long)]
+        token: Option<String>,
+    },
+}
+
+/// Loads the config or explains why not (naming the key).
+pub fn load_settings(path: Option<&Path>) -> anyhow::Result<(Settings, ConfigSource)> {
+    Settings::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            let (mut settings, source) = load_settings(cli.config.as_deref())?;
+            if let Some(bind) = args.bind {
+                settings.server.bind = bind;
+            }
+            crate::init_logging(&settings.log);
+            match &source {
+                ConfigSource::File(p) => tracing::info!(config = %p.display(), "Configuration loaded."),
+                ConfigSource::EmbeddedDefaults => {
+                    tracing::info!(data_dir = %settings.store.data_dir.display(), "No config file: running on embedded defaults.")
+                }
+            }
+            let app = crate::startup::Application::build(settings).await?;
+            // Machine-readable line for scripts and tests that start medic on port 0.
+            println!("medic listening on http://{}", app.local_addr());
+            let _ = std::io::stdout().flush();
+            app.run_until(crate::startup::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig => {
+            let (settings, source) = match load_settings(cli.config.as_deref()) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            match source {
+                ConfigSource::File(p) => println!("# config: {} (valid)", p.display()),
+                ConfigSource::EmbeddedDefaults => println!("# config: embedded defaults (valid)"),
+            }
+            for warning in settings.warnings() {
+                println!("# warning: {warning}");
+            }
+            print!("{}", settings.to_masked_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Incidents(cmd) => {
+            let (settings, _) = load_settings(cli.config.as_deref())?;
+            let store = open_existing_store(&settings)?;
+            incidents(cmd, &store).await
+        }
+        Command::Audit(cmd) => {
+            let (settings, _) = load_settings(cli.config.as_deref())?;
+            let store = open_existing_store(&settings)?;
+            audit(cmd, &store).await
+        }
+        Command::Hooks(HooksCommand::Replay { file, url, token }) => replay(&file, &url, token.as_deref()).await,
+    }
+}
+
+fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {
+    let path = settings.db_path();
+    if !path.exists() {
+        bail!("no medic database at {} (store.data_dir)", path.display());
+    }
+    Store::open(&settings.store).context("cannot open the store")
+}
+
+async fn incidents(cmd: IncidentsCommand, store: &Store) -> anyhow::Result<ExitCode> {
+    match cmd {
+        IncidentsCommand::List { state, service, limit, json } => {
+            let state =
+                state.as_deref().map(str::parse::<IncidentState>).transpose().map_err(|e| anyhow::anyhow!(e))?;
+            let list = store.list(IncidentFilter { state, service, limit }).await?;
+            if json {
+                let views: Vec<_> = list.into_iter().map(|i| IncidentView::new(i, None)).collect();
+                println!("{}", serde_json::to_string_pretty(&views)?);
+            } else {
+                println!("{:<36}  {:<20}  {:<20}  {:>5}  {:<24}  SERVICE", "ID", "STATE", "OPENED", "DOWNS", "MONITOR");
+                for i in list {
+                    println!(
+                        "{:<36}  {:<20}  {:<20}  {:>5}  {:<24}  {}",
+                        i.id,
+                        i.state,
+                        i.opened_at.format("%Y-%m-%d %H:%M:%S"),
+                        i.down_count,
+                        truncate(&i.monitor.name, 24),
+                        i.service_name
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        IncidentsCommand::Show { id } => {
+            let id: IncidentId = id.parse().with_context(|| format!("{id:?} is not an incident id"))?;
+            let Some(incident) = store.incident(id).await? else {
+                eprintln!("incident {id} not found");
+                return Ok(ExitCode::from(1));
+            };
+            let timeline = store.timeline(id).await?;
+            println!("{}", serde_json::to_string_pretty(&IncidentView::new(incident, Some(timeline)))?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn audit(cmd: AuditCommand, store: &Store) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::Verify => {
+            let rows = store.audit_rows_blocking()?;
+            match crate::audit::verify(rows) {
+                Ok(n) => {
+                    println!("audit chain OK: {n} events verified");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("audit chain BROKEN at seq {}: {e}", e.seq());
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        AuditCommand::Export { since, incident, output } => {
+            let since = since
+                .as_deref()
+                .map(|s| chrono::DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&chrono::Utc)))
+                .transpose()
+                .context("--since must be an RFC 3339 time, e.g. 2026-11-22T00:00:00Z")?;
+            let incident = incident
+                .as_deref()
+                .map(str::parse::<IncidentId>)
+                .transpose()
+                .context("--incident must be an incident id")?;
+            let events = store.audit_events(since, incident).await?;
+            let mut out: Box<dyn Write> = match output {
+                Some(path) => {
+                    Box::new(std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?)
+                }
+                None => Box::new(std::io::stdout().lock()),
+            };
+            for event in events {
+                serde_json::to_writer(&mut out, &event)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A captured request: the headers worth resending and the body.
+#[derive(Debug)]
+pub struct CapturedRequest {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Parses a `.http` capture (request line, headers, blank line, body) or wraps a `.json` body.
+pub fn parse_capture(path: &Path) -> anyhow::Result<CapturedRequest> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if path.extension().and_then(|e| e.to_str()) != Some("http") {
+        return Ok(CapturedRequest { headers: vec![("Content-Type".into(), "application/json".into())], body: bytes });
+    }
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| bytes.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)))
+        .context("capture has no blank line between headers and body")?;
+    let head = String::from_utf8_lossy(&bytes[..split.0]).into_owned();
+    let body = bytes[split.0 + split.1..].to_vec();
+    let mut lines = head.lines();
+    let request_line = lines.next().context("capture is empty")?;
+    if !request_line.contains("HTTP/") {
+        bail!("first line {request_line:?} is not an HTTP request line");
+    }
+    // Framing headers are recomputed by the client; Host comes from --url.
+    let skip = ["host", "content-length", "transfer-encoding", "connection"];
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !skip.contains(&k.to_ascii_lowercase().as_str()))
+        .collect();
+    Ok(CapturedRequest { headers, body })
+}
+
+async fn replay(file: &Path, url: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
+    let capture = parse_capture(file)?;
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let mut request = client.post(url);
+    for (k, v) in &capture.headers {
+        if token.is_some() && k.eq_ignore_ascii_case("authorization") {
+            continue;
+        }
+        request = request.header(k, v);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.body(capture.body).send().await.with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    println!("{} {}", status.as_u16(), text);
+    Ok(if status.is_success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max { text.to_string() } else { text.chars().take(max - 1).collect::<String>() + "…" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_drop_framing_headers_and_keep_the_rest() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/uptime-kuma/v2.5.3/down_form.http"));
+        let capture = parse_capture(path).unwrap();
+        let names: Vec<_> = capture.headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
+        assert!(names.contains(&"content-type".to_string()));
+        assert!(names.contains(&"user-agent".to_string()));
+        assert!(!names.contains(&"transfer-encoding".to_string()));
+        assert!(!names.contains(&"host".to_string()));
+        assert!(capture.body.starts_with(b"----------------------------"));
+    }
+}

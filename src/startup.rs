@@ -1,0 +1,156 @@
+//! All wiring: builds the store, the pipeline and its workers, the router; runs until a shutdown signal.
+//!
+//! The server is built from a bound listener and a shutdown future, so tests start the real app on port 0
+//! and stop it when they like.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::pipeline::{Pipeline, Runner};
+use crate::store::Store;
+use crate::web::{self, ApiAuth, AppState};
+
+/// A built, bound, not yet serving medic.
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    store: Store,
+    runner_handle: JoinHandle<()>,
+    shutdown: CancellationToken,
+    grace: Duration,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let auth = resolve_auth(&settings)?;
+        let store = Store::open(&settings.store).context("cannot open the store")?;
+        let shutdown = CancellationToken::new();
+        let pipeline = Pipeline::new(store.clone(), settings.pipeline.clone(), shutdown.clone());
+        let (runner, runner_handle) = Runner::start(pipeline, settings.pipeline.max_concurrent, shutdown.clone());
+
+        // Resume every incident that still has work: nothing acknowledged is ever dropped.
+        let pending = store.list_runnable_with_keys().await.context("cannot list unfinished incidents")?;
+        if !pending.is_empty() {
+            info!(n_incidents = pending.len(), "Resuming unfinished incidents.");
+        }
+        for (id, key) in pending {
+            runner.enqueue(id, key);
+        }
+
+        let listener = TcpListener::bind(settings.server.bind)
+            .await
+            .with_context(|| format!("cannot bind {} (server.bind)", settings.server.bind))?;
+        let state =
+            Arc::new(AppState { store: store.clone(), runner, auth, max_body_bytes: settings.server.max_body_bytes });
+        Ok(Self { listener, state, store, runner_handle, shutdown, grace: settings.server.shutdown_grace })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    /// Serves until `signal` resolves, then: stop accepting, finish in-flight requests, let workers
+    /// finish their current step (bounded by `server.shutdown_grace`), flush and close the store.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        info!(%addr, "medic listening on http://{addr}");
+        let router = web::router(self.state.clone());
+        let shutdown = self.shutdown.clone();
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move {
+                signal.await;
+                info!("Shutdown requested: no new requests; finishing in-flight work.");
+                shutdown.cancel();
+            })
+            .await
+            .context("server error")?;
+        self.shutdown.cancel();
+        if tokio::time::timeout(self.grace, self.runner_handle).await.is_err() {
+            warn!(grace = ?self.grace, "Workers did not stop in time; their incidents resume at next start.");
+        }
+        self.store.close().await;
+        info!("medic stopped.");
+        Ok(())
+    }
+}
+
+/// Resolves once SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// The API token: configured, read from a file, explicitly off, or generated once into the data dir.
+fn resolve_auth(settings: &Settings) -> anyhow::Result<ApiAuth> {
+    if let Some(token) = &settings.auth.token {
+        return Ok(ApiAuth::token(token.expose()));
+    }
+    if let Some(path) = &settings.auth.token_file {
+        return Ok(ApiAuth::token(&read_token_file(path).context("auth.token_file")?));
+    }
+    if settings.auth.allow_unauthenticated {
+        warn!("auth.allow_unauthenticated = true: webhooks and the API accept requests with no token.");
+        return Ok(ApiAuth::Open);
+    }
+    let path = settings.store.data_dir.join("secrets").join("api_token");
+    if !path.exists() {
+        let dir = path.parent().expect("path has a parent");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let token = crate::random_token(32);
+        write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+        info!(path = %path.display(), "Generated an API token for webhooks (Authorization: Bearer <token>); read it from this file.");
+    } else {
+        info!(path = %path.display(), "Using the generated API token in this file.");
+    }
+    Ok(ApiAuth::token(&read_token_file(&path)?))
+}
+
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(token.len() >= 12, "token in {} is shorter than 12 characters", path.display());
+    Ok(token)
+}
+
+/// Writes a file only the owner can read.
+pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(content.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}

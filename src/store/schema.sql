@@ -1,0 +1,85 @@
+-- medic store schema, version 1. Plain SQL (TEXT timestamps in RFC 3339 UTC, INTEGER booleans) so a
+-- PostgreSQL backend can follow with the same statements.
+
+CREATE TABLE IF NOT EXISTS incidents (
+    id              TEXT PRIMARY KEY,
+    source          TEXT NOT NULL,
+    monitor_id      TEXT NOT NULL,
+    monitor_name    TEXT NOT NULL,
+    service_name    TEXT NOT NULL,
+    host            TEXT,
+    monitor_url     TEXT,
+    severity        TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    last_status     TEXT NOT NULL,
+    first_down_at   TEXT NOT NULL,
+    opened_at       TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    closed_at       TEXT,
+    down_count      INTEGER NOT NULL,
+    attempt_count   INTEGER NOT NULL DEFAULT 0,
+    error_logs      TEXT NOT NULL,
+    outage_seconds  REAL,
+    monitor_up_at   TEXT,
+    parked_reason   TEXT,
+    monitor_json    TEXT NOT NULL,
+    details_json    TEXT NOT NULL,
+    -- "source:monitor_id" while the incident is not terminal, NULL after: at most one open incident per monitor.
+    open_key        TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS incidents_state ON incidents(state);
+CREATE INDEX IF NOT EXISTS incidents_service ON incidents(service_name);
+
+CREATE TABLE IF NOT EXISTS timeline (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id  TEXT NOT NULL,
+    at           TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    message      TEXT NOT NULL,
+    data_json    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS timeline_incident ON timeline(incident_id, id);
+
+-- Every accepted inbound alert, verbatim: what was acknowledged is here.
+CREATE TABLE IF NOT EXISTS events (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at  TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    monitor_id   TEXT,
+    status       TEXT NOT NULL,
+    incident_id  TEXT,
+    message      TEXT NOT NULL,
+    body         TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS monitors (
+    source       TEXT NOT NULL,
+    monitor_id   TEXT NOT NULL,
+    maintenance  INTEGER NOT NULL,
+    updated_at   TEXT NOT NULL,
+    PRIMARY KEY (source, monitor_id)
+);
+
+CREATE TABLE IF NOT EXISTS audit (
+    seq          INTEGER PRIMARY KEY,
+    time         TEXT NOT NULL,
+    incident_id  TEXT,
+    actor        TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    details      TEXT NOT NULL,
+    prev_hash    TEXT NOT NULL,
+    hash         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_incident ON audit(incident_id);
+
+-- The audit log is append-only: refuse changes at the database level too.
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
+
+-- Generic key/value state that must survive restarts (dry-run toggle, digest schedule).
+CREATE TABLE IF NOT EXISTS settings_state (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);

@@ -1,0 +1,41 @@
+//! HTTP: the router, shared state and handlers. Only `ingest/` and `web/` know HTTP.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod hooks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tower_http::trace::TraceLayer;
+
+use crate::pipeline::Runner;
+use crate::store::Store;
+
+pub use auth::ApiAuth;
+pub use error::AppError;
+
+/// Everything handlers share.
+pub struct AppState {
+    pub store: Store,
+    pub runner: Runner,
+    pub auth: ApiAuth,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/hooks/uptime-kuma", post(hooks::uptime_kuma))
+        .route("/api/v1/incidents", post(api::create_incident).get(api::list_incidents))
+        .route("/api/v1/incidents/{id}", get(api::show_incident))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

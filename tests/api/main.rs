@@ -1,0 +1,7 @@
+//! One integration test binary (keeps link time down), one module per area.
+
+mod audit;
+mod crash;
+mod helpers;
+mod ingest;
+mod process;

@@ -1,0 +1,77 @@
+//! Runs the real `medic` binary as a child process (crash and CLI tests).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub fn medic_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_medic")
+}
+
+/// Writes a config file for a child medic into `dir` and returns its path.
+pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("medic.toml");
+    let text = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\n\n[auth]\ntoken = \"{}\"\n\n[store]\ndata_dir = \"{}\"\n\n{extra}\n",
+        crate::helpers::TOKEN,
+        dir.join("data").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub struct MedicProcess {
+    pub child: Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl MedicProcess {
+    /// Starts `medic serve` and waits for its "listening" line.
+    pub async fn start(config: &Path) -> Self {
+        let mut child = Command::new(medic_bin())
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("medic starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("medic prints its address in time")
+            .unwrap()
+            .expect("a line");
+        let addr = line.rsplit("http://").next().unwrap().trim().parse().unwrap();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, addr }
+    }
+
+    pub fn kill9(&mut self) {
+        let pid = self.child.id().expect("running") as i32;
+        // SAFETY-free: plain kill(2) through the shell-less std API is not available; use the kill binary.
+        let status = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    pub async fn wait(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// Runs the medic CLI to completion; returns (exit code, stdout).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(medic_bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
