@@ -37,6 +37,28 @@ pub enum Command {
     /// Send captured webhook requests to a running medic.
     #[command(subcommand)]
     Hooks(HooksCommand),
+    /// Ask the safety gate about commands.
+    #[command(subcommand)]
+    Gate(GateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GateCommand {
+    /// Print the verdict as JSON; exit 0 allow, 2 needs approval, 1 deny.
+    Check {
+        /// Evaluate with this host's overrides.
+        #[arg(long)]
+        host: Option<String>,
+        /// Evaluate as a human-approved command (approval-mode categories pass; blocked patterns still deny).
+        #[arg(long)]
+        human: bool,
+        /// Read one JSON string per line on stdin; write one verdict per line, in order.
+        #[arg(long)]
+        jsonl: bool,
+        /// The command (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +66,9 @@ pub struct ServeArgs {
     /// Override server.bind (e.g. 127.0.0.1:0 for a free port).
     #[arg(long)]
     pub bind: Option<std::net::SocketAddr>,
+    /// Run everything except the commands themselves, which are recorded as "would run".
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,7 +140,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     tracing::info!(data_dir = %settings.store.data_dir.display(), "No config file: running on embedded defaults.")
                 }
             }
-            let app = crate::startup::Application::build(settings).await?;
+            let options = crate::startup::RunOptions { dry_run: args.dry_run };
+            let app = crate::startup::Application::build_with(settings, options).await?;
             // Machine-readable line for scripts and tests that start medic on port 0.
             println!("medic listening on http://{}", app.local_addr());
             let _ = std::io::stdout().flush();
@@ -151,7 +177,52 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             audit(cmd, &store).await
         }
         Command::Hooks(HooksCommand::Replay { file, url, token }) => replay(&file, &url, token.as_deref()).await,
+        Command::Gate(GateCommand::Check { host, human, jsonl, command }) => {
+            let (settings, _) = load_settings(cli.config.as_deref())?;
+            let gate = crate::gate::Gate::from_config(&settings.gate).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let authority = if human { crate::gate::Authority::Human } else { crate::gate::Authority::Automatic };
+            if jsonl {
+                gate_check_jsonl(&gate, host.as_deref(), authority)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if command.is_empty() {
+                bail!("give the command after `--`, e.g. medic gate check -- \"systemctl restart nginx\"");
+            }
+            let verdict = gate.check(&command.join(" "), host.as_deref(), authority);
+            println!("{}", verdict.to_json());
+            Ok(ExitCode::from(match verdict.kind() {
+                "allow" => 0,
+                "approval" => 2,
+                _ => 1,
+            }))
+        }
     }
+}
+
+fn gate_check_jsonl(
+    gate: &crate::gate::Gate,
+    host: Option<&str>,
+    authority: crate::gate::Authority,
+) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in stdin.lock().lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value = match serde_json::from_str::<String>(&line) {
+            Ok(command) => gate.check(&command, host, authority).to_json(),
+            Err(e) => {
+                serde_json::json!({"verdict": "deny", "reason": format!("input line is not a JSON string: {e}"), "template": null, "argv": []})
+            }
+        };
+        serde_json::to_writer(&mut out, &value)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {

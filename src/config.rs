@@ -109,6 +109,7 @@ pub struct Settings {
     pub store: StoreConfig,
     pub pipeline: PipelineConfig,
     pub log: LogConfig,
+    pub gate: crate::gate::GateConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -291,6 +292,7 @@ impl Settings {
         if self.auth.token.is_some() && self.auth.token_file.is_some() {
             return Err(ConfigError::invalid("auth.token_file", "set either auth.token or auth.token_file, not both"));
         }
+        self.gate.validate()?;
         if let Some(token) = &self.auth.token
             && token.expose().len() < 12
         {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod fault;
+pub mod gate;
 pub mod ingest;
 pub mod pipeline;
 pub mod startup;

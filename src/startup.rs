@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Settings;
+use crate::gate::{DryRun, Gate};
 use crate::pipeline::{Pipeline, Runner};
 use crate::store::Store;
 use crate::web::{self, ApiAuth, AppState};
@@ -30,10 +31,27 @@ pub struct Application {
     grace: Duration,
 }
 
+/// Start-up choices that are not configuration (command-line flags).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// `medic serve --dry-run`.
+    pub dry_run: bool,
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, RunOptions::default()).await
+    }
+
+    pub async fn build_with(settings: Settings, options: RunOptions) -> anyhow::Result<Self> {
         let auth = resolve_auth(&settings)?;
+        let gate = Gate::from_config(&settings.gate).map_err(|e| anyhow::anyhow!("{e}"))?;
         let store = Store::open(&settings.store).context("cannot open the store")?;
+        let api_dry_run = store.state_value(crate::gate::dry_run::STATE_KEY).await?.as_deref() == Some("true");
+        let dry_run = DryRun::new(settings.gate.dry_run, options.dry_run, api_dry_run);
+        if dry_run.is_on() {
+            warn!(state = ?dry_run.state(), "Dry-run is on: commands are recorded as \"would run\", never executed.");
+        }
         let shutdown = CancellationToken::new();
         let pipeline = Pipeline::new(store.clone(), settings.pipeline.clone(), shutdown.clone());
         let (runner, runner_handle) = Runner::start(pipeline, settings.pipeline.max_concurrent, shutdown.clone());
@@ -50,8 +68,14 @@ impl Application {
         let listener = TcpListener::bind(settings.server.bind)
             .await
             .with_context(|| format!("cannot bind {} (server.bind)", settings.server.bind))?;
-        let state =
-            Arc::new(AppState { store: store.clone(), runner, auth, max_body_bytes: settings.server.max_body_bytes });
+        let state = Arc::new(AppState {
+            store: store.clone(),
+            runner,
+            auth,
+            gate,
+            dry_run,
+            max_body_bytes: settings.server.max_body_bytes,
+        });
         Ok(Self { listener, state, store, runner_handle, shutdown, grace: settings.server.shutdown_grace })
     }
 

@@ -33,6 +33,7 @@ use crate::domain::{
     Transition,
 };
 use crate::fault::Fault;
+use crate::gate::{ActionOutcome, ActionRecord};
 
 pub use model::{IncidentFilter, IncidentRecord, IngestAction, IngestOutcome, TimelineEntry};
 
@@ -238,6 +239,33 @@ impl Store {
                 )
                 .optional()?;
             Ok(flag.unwrap_or(0) != 0)
+        })
+        .await
+    }
+
+    /// Actions on `host` since `since`, for the action policy.
+    pub async fn action_history(&self, host: String, since: DateTime<Utc>) -> Result<Vec<ActionRecord>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT at, host, service, action_key, automatic, outcome FROM actions WHERE host = ?1 AND at >= ?2 ORDER BY id",
+            )?;
+            let rows = stmt
+                .query_map(params![host, ts(since)], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, bool>(4)?, r.get::<_, String>(5)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(at, host, service, action_key, automatic, outcome)| {
+                    Ok(ActionRecord {
+                        at: parse_ts(&at)?,
+                        host,
+                        service,
+                        action_key,
+                        automatic,
+                        outcome: outcome.parse().map_err(StoreError::Corrupt)?,
+                    })
+                })
+                .collect()
         })
         .await
     }
@@ -553,6 +581,44 @@ impl WriteCtx<'_> {
         let n: i64 =
             self.conn.query_row("SELECT attempt_count FROM incidents WHERE id = ?1", [id.to_string()], |r| r.get(0))?;
         Ok(n as u32)
+    }
+
+    /// Records a command that ran (or would have) and returns its id for the outcome update.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_action(
+        &self,
+        incident: IncidentId,
+        host: &str,
+        service: &str,
+        action_key: &str,
+        argv: &[String],
+        automatic: bool,
+        outcome: ActionOutcome,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+    ) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO actions (at, incident_id, host, service, action_key, argv_json, automatic, outcome, exit_code, duration_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                ts(self.now),
+                incident.to_string(),
+                host,
+                service,
+                action_key,
+                serde_json::to_string(argv)?,
+                automatic,
+                outcome.as_str(),
+                exit_code,
+                duration_ms as i64
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn set_action_outcome(&self, action_id: i64, outcome: ActionOutcome) -> Result<(), StoreError> {
+        self.conn.execute("UPDATE actions SET outcome = ?2 WHERE id = ?1", params![action_id, outcome.as_str()])?;
+        Ok(())
     }
 
     /// Stores a persisted key/value.

@@ -83,3 +83,20 @@ CREATE TABLE IF NOT EXISTS settings_state (
     key    TEXT PRIMARY KEY,
     value  TEXT NOT NULL
 );
+
+-- Every command medic ran (or would have, in dry-run): the action policy's rate limits and circuit
+-- breaker are computed from this history, so they survive restarts.
+CREATE TABLE IF NOT EXISTS actions (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    at           TEXT NOT NULL,
+    incident_id  TEXT NOT NULL,
+    host         TEXT NOT NULL,
+    service      TEXT NOT NULL,
+    action_key   TEXT NOT NULL,
+    argv_json    TEXT NOT NULL,
+    automatic    INTEGER NOT NULL,
+    outcome      TEXT NOT NULL,
+    exit_code    INTEGER,
+    duration_ms  INTEGER
+);
+CREATE INDEX IF NOT EXISTS actions_host_at ON actions(host, at);

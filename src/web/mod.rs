@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod gate;
 pub mod health;
 pub mod hooks;
 
@@ -24,6 +25,8 @@ pub struct AppState {
     pub store: Store,
     pub runner: Runner,
     pub auth: ApiAuth,
+    pub gate: crate::gate::Gate,
+    pub dry_run: crate::gate::DryRun,
     pub max_body_bytes: usize,
 }
 
@@ -35,6 +38,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/hooks/uptime-kuma", post(hooks::uptime_kuma))
         .route("/api/v1/incidents", post(api::create_incident).get(api::list_incidents))
         .route("/api/v1/incidents/{id}", get(api::show_incident))
+        .route("/api/v1/gate/check", post(gate::check))
+        .route("/api/v1/dry-run", get(gate::dry_run_state).put(gate::set_dry_run))
         .layer(DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -2,6 +2,7 @@
 
 mod audit;
 mod crash;
+mod gate;
 mod helpers;
 mod ingest;
 mod process;
