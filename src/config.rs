@@ -110,6 +110,12 @@ pub struct Settings {
     pub pipeline: PipelineConfig,
     pub log: LogConfig,
     pub gate: crate::gate::GateConfig,
+    pub inventory: crate::inventory::InventoryConfig,
+    pub transport: crate::transport::TransportConfig,
+    pub collect: crate::collect::CollectConfig,
+    pub redact: crate::collect::RedactConfig,
+    pub execute: crate::execute::ExecuteConfig,
+    pub verify: crate::execute::VerifyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -293,6 +299,12 @@ impl Settings {
             return Err(ConfigError::invalid("auth.token_file", "set either auth.token or auth.token_file, not both"));
         }
         self.gate.validate()?;
+        self.inventory.validate()?;
+        self.transport.validate()?;
+        self.collect.validate()?;
+        self.redact.validate()?;
+        self.execute.validate()?;
+        self.verify.validate()?;
         if let Some(token) = &self.auth.token
             && token.expose().len() < 12
         {

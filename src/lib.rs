@@ -4,14 +4,18 @@
 
 pub mod audit;
 pub mod cli;
+pub mod collect;
 pub mod config;
 pub mod domain;
+pub mod execute;
 pub mod fault;
 pub mod gate;
 pub mod ingest;
+pub mod inventory;
 pub mod pipeline;
 pub mod startup;
 pub mod store;
+pub mod transport;
 pub mod web;
 
 use rand::RngCore;

@@ -57,4 +57,8 @@ pub struct IncidentDetails {
     pub pending_approval_command: Option<Vec<String>>,
     /// The host the inventory mapped this incident to.
     pub host_name: Option<String>,
+    /// Redacted read-only evidence from the host.
+    pub evidence: Vec<super::evidence::EvidenceItem>,
+    /// The `actions` row of the command being verified (for the circuit breaker's outcome).
+    pub pending_action_id: Option<i64>,
 }

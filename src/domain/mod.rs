@@ -2,8 +2,10 @@
 
 pub mod alert;
 pub mod diagnosis;
+pub mod evidence;
 pub mod incident;
 
 pub use alert::{Alert, MonitorInfo, MonitorStatus, Notice, NoticeKind, StatusAlert, Tag};
 pub use diagnosis::{CostEstimation, Diagnosis, IncidentDetails, Recommendation};
+pub use evidence::EvidenceItem;
 pub use incident::{Actor, IllegalTransition, IncidentId, IncidentState, MonitorKey, Severity, Source, Transition};

@@ -6,3 +6,5 @@ mod gate;
 mod helpers;
 mod ingest;
 mod process;
+mod sshd;
+mod transport;
