@@ -6,5 +6,6 @@ mod gate;
 mod helpers;
 mod ingest;
 mod process;
+mod scripts;
 mod sshd;
 mod transport;
