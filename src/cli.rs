@@ -40,6 +40,33 @@ pub enum Command {
     /// Ask the safety gate about commands.
     #[command(subcommand)]
     Gate(GateCommand),
+    /// Search, import, export the validated-fix memory.
+    #[command(subcommand)]
+    Memory(MemoryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemoryCommand {
+    /// Search past fixes, best first.
+    Search {
+        query: String,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(short, long, default_value_t = 5)]
+        k: usize,
+        /// Include failed and rejected fixes (labelled).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Import known fixes: JSON lines (the export format) or a markdown runbook.
+    Import { file: PathBuf },
+    /// Write every entry as JSON lines.
+    Export {
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Counts by outcome and service.
+    Stats,
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +204,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             audit(cmd, &store).await
         }
         Command::Hooks(HooksCommand::Replay { file, url, token }) => replay(&file, &url, token.as_deref()).await,
+        Command::Memory(cmd) => {
+            let (settings, _) = load_settings(cli.config.as_deref())?;
+            let memory = crate::memory::Memory::open(&settings.memory, &settings.store.data_dir)
+                .await
+                .context("cannot open the memory")?;
+            memory_command(cmd, &memory).await
+        }
         Command::Gate(GateCommand::Check { host, human, jsonl, command }) => {
             let (settings, _) = load_settings(cli.config.as_deref())?;
             let gate = crate::gate::Gate::from_config(&settings.gate).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -195,6 +229,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "approval" => 2,
                 _ => 1,
             }))
+        }
+    }
+}
+
+async fn memory_command(cmd: MemoryCommand, memory: &crate::memory::Memory) -> anyhow::Result<ExitCode> {
+    match cmd {
+        MemoryCommand::Search { query, service, k, all } => {
+            let filter = crate::memory::SearchFilter { service, include_negatives: all };
+            for hit in memory.search(&query, &filter, k).await? {
+                let e = &hit.entry;
+                println!("{:.3}  [{}] {}  `{}`", hit.score, e.outcome.as_str(), e.service, e.command);
+                println!("       symptom: {}", e.symptom);
+                println!("       cause:   {}", e.root_cause);
+                if let Some(reason) = &e.reason {
+                    println!("       reason:  {reason}");
+                }
+                println!("       id:      {}", e.id);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MemoryCommand::Import { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let n = memory.import(&text).await?;
+            println!("imported {n} entries from {}", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        MemoryCommand::Export { output } => {
+            let text = memory.export_jsonl().await?;
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?
+                }
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MemoryCommand::Stats => {
+            println!("{}", serde_json::to_string_pretty(&memory.stats().await?)?);
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -116,6 +116,7 @@ pub struct Settings {
     pub redact: crate::collect::RedactConfig,
     pub execute: crate::execute::ExecuteConfig,
     pub verify: crate::execute::VerifyConfig,
+    pub memory: crate::memory::MemoryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -305,6 +306,7 @@ impl Settings {
         self.redact.validate()?;
         self.execute.validate()?;
         self.verify.validate()?;
+        self.memory.validate()?;
         if let Some(token) = &self.auth.token
             && token.expose().len() < 12
         {

@@ -12,6 +12,7 @@ pub mod fault;
 pub mod gate;
 pub mod ingest;
 pub mod inventory;
+pub mod memory;
 pub mod pipeline;
 pub mod startup;
 pub mod store;
