@@ -117,6 +117,9 @@ pub struct Settings {
     pub execute: crate::execute::ExecuteConfig,
     pub verify: crate::execute::VerifyConfig,
     pub memory: crate::memory::MemoryConfig,
+    pub diagnose: crate::diagnose::DiagnoseConfig,
+    pub approval: crate::approval::ApprovalConfig,
+    pub notify: crate::notify::NotifyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -307,6 +310,9 @@ impl Settings {
         self.execute.validate()?;
         self.verify.validate()?;
         self.memory.validate()?;
+        self.diagnose.validate()?;
+        self.approval.validate()?;
+        self.notify.validate()?;
         if let Some(token) = &self.auth.token
             && token.expose().len() < 12
         {

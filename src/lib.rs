@@ -2,10 +2,12 @@
 //!
 //! The module tree mirrors the pipeline; see ARCHITECTURE.md for the map and the invariants.
 
+pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod diagnose;
 pub mod domain;
 pub mod execute;
 pub mod fault;
@@ -13,6 +15,7 @@ pub mod gate;
 pub mod ingest;
 pub mod inventory;
 pub mod memory;
+pub mod notify;
 pub mod pipeline;
 pub mod startup;
 pub mod store;

@@ -15,10 +15,20 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::approval::Approvals;
+use crate::collect::Collector;
+use crate::collect::redact::Redactor;
 use crate::config::Settings;
-use crate::gate::{DryRun, Gate};
-use crate::pipeline::{Pipeline, Runner};
+use crate::diagnose::Diagnoser;
+use crate::execute::{Executor, Verifier};
+use crate::gate::{ActionPolicy, DryRun, Gate};
+use crate::inventory::Inventory;
+use crate::memory::Memory;
+use crate::notify::Notifier;
+use crate::notify::outbox::OutboxSender;
+use crate::pipeline::{Pipeline, Runner, Stages};
 use crate::store::Store;
+use crate::transport::Transports;
 use crate::web::{self, ApiAuth, AppState};
 
 /// A built, bound, not yet serving medic.
@@ -27,6 +37,7 @@ pub struct Application {
     state: Arc<AppState>,
     store: Store,
     runner_handle: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
     shutdown: CancellationToken,
     grace: Duration,
 }
@@ -46,14 +57,76 @@ impl Application {
     pub async fn build_with(settings: Settings, options: RunOptions) -> anyhow::Result<Self> {
         let auth = resolve_auth(&settings)?;
         let gate = Gate::from_config(&settings.gate).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let redactor = Arc::new(Redactor::new(&settings.redact).map_err(|e| anyhow::anyhow!("{e}"))?);
+        let diagnoser = Diagnoser::new(settings.diagnose.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let store = Store::open(&settings.store).context("cannot open the store")?;
         let api_dry_run = store.state_value(crate::gate::dry_run::STATE_KEY).await?.as_deref() == Some("true");
         let dry_run = DryRun::new(settings.gate.dry_run, options.dry_run, api_dry_run);
         if dry_run.is_on() {
             warn!(state = ?dry_run.state(), "Dry-run is on: commands are recorded as \"would run\", never executed.");
         }
+        let memory = match Memory::open(&settings.memory, &settings.store.data_dir).await {
+            Ok(m) => Some(m),
+            Err(e) if settings.memory.qdrant_url.is_some() => {
+                warn!(error = %e, "Qdrant memory unavailable at start-up: running without L0 memory and retrieval.");
+                None
+            }
+            Err(e) => return Err(anyhow::anyhow!("cannot open the memory: {e}")),
+        };
+        if !diagnoser.l1_configured() {
+            info!(
+                "Level 1 is not configured (diagnose.l1.url): incidents go to level 0 rules and memory, then humans."
+            );
+        }
+        if !diagnoser.l2_configured() {
+            info!("Level 2 is not configured (no diagnose.l2 key): escalations go straight to humans.");
+        }
+
+        let listener = TcpListener::bind(settings.server.bind)
+            .await
+            .with_context(|| format!("cannot bind {} (server.bind)", settings.server.bind))?;
+        let addr = listener.local_addr()?;
+        let public_url = match &settings.approval.public_url {
+            Some(url) => url.clone(),
+            None => url::Url::parse(&format!("http://{addr}")).context("public URL")?,
+        };
+
         let shutdown = CancellationToken::new();
-        let pipeline = Pipeline::new(store.clone(), settings.pipeline.clone(), shutdown.clone());
+        let approvals = Approvals::new(store.clone(), &settings.approval);
+        let notifier =
+            Arc::new(Notifier::new(settings.notify.clone(), approvals.clone(), public_url, redactor.clone()));
+        let outbox = OutboxSender::new(
+            store.clone(),
+            settings.notify.clone(),
+            settings.store.data_dir.clone(),
+            notifier.wake_handle(),
+        )
+        .map_err(|e| anyhow::anyhow!("notify.email: {e}"))?;
+        let mut background = vec![tokio::spawn(outbox.run(shutdown.clone()))];
+        if settings.notify.digest.enabled {
+            background.push(tokio::spawn(crate::notify::digest::run(
+                store.clone(),
+                notifier.clone(),
+                shutdown.clone(),
+            )));
+        }
+
+        let stages = Stages {
+            inventory: Inventory::new(settings.inventory.clone()),
+            transports: Arc::new(Transports::new(settings.transport.clone())),
+            collector: Collector::new(gate.clone(), redactor.clone(), settings.collect.clone()),
+            gate: gate.clone(),
+            policy: ActionPolicy::new(settings.gate.policy.clone()),
+            executor: Executor::new(settings.execute.clone()),
+            verifier: Verifier::new(settings.verify.clone()),
+            diagnoser,
+            memory: memory.clone(),
+            notifier: notifier.clone(),
+            approvals: approvals.clone(),
+            dry_run: dry_run.clone(),
+            redactor,
+        };
+        let pipeline = Pipeline::new(store.clone(), settings.pipeline.clone(), shutdown.clone(), stages);
         let (runner, runner_handle) = Runner::start(pipeline, settings.pipeline.max_concurrent, shutdown.clone());
 
         // Resume every incident that still has work: nothing acknowledged is ever dropped.
@@ -64,19 +137,20 @@ impl Application {
         for (id, key) in pending {
             runner.enqueue(id, key);
         }
+        notifier.kick();
 
-        let listener = TcpListener::bind(settings.server.bind)
-            .await
-            .with_context(|| format!("cannot bind {} (server.bind)", settings.server.bind))?;
         let state = Arc::new(AppState {
             store: store.clone(),
             runner,
             auth,
             gate,
             dry_run,
+            approvals,
+            notifier,
+            memory,
             max_body_bytes: settings.server.max_body_bytes,
         });
-        Ok(Self { listener, state, store, runner_handle, shutdown, grace: settings.server.shutdown_grace })
+        Ok(Self { listener, state, store, runner_handle, background, shutdown, grace: settings.server.shutdown_grace })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -105,6 +179,9 @@ impl Application {
         self.shutdown.cancel();
         if tokio::time::timeout(self.grace, self.runner_handle).await.is_err() {
             warn!(grace = ?self.grace, "Workers did not stop in time; their incidents resume at next start.");
+        }
+        for task in self.background {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
         }
         self.store.close().await;
         info!("medic stopped.");

@@ -61,4 +61,14 @@ pub struct IncidentDetails {
     pub evidence: Vec<super::evidence::EvidenceItem>,
     /// The `actions` row of the command being verified (for the circuit breaker's outcome).
     pub pending_action_id: Option<i64>,
+    /// Where the fix being run came from: "l0-memory", "l0-runbook", "l1", "l2", "approved".
+    pub fix_source: Option<String>,
+    /// The cause that fix addresses (for memory).
+    pub fix_cause: Option<String>,
+    /// The memory entry the fix came from (demoted if it fails).
+    pub fix_memory_entry: Option<String>,
+    /// Who approved the fix, when a human did.
+    pub approved_by: Option<String>,
+    /// Circuit breaker state for the last command, when open.
+    pub breaker: Option<String>,
 }

@@ -293,7 +293,10 @@ mod tests {
 
         let request = create_collection_request("fixes", Some(768));
         let config = format!("{:?}", request.vectors_config.unwrap());
-        assert!(config.contains("\"dense\"") && config.contains("size: 768") && config.contains("distance: Cosine"), "{config}");
+        assert!(
+            config.contains("\"dense\"") && config.contains("size: 768") && config.contains("distance: Cosine"),
+            "{config}"
+        );
     }
 
     #[test]

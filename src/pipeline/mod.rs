@@ -1,28 +1,44 @@
 //! Drives an incident through the stages; the only place that knows their order.
 //!
 //! Input: an [`IncidentId`] from the runner. Output: state changes, timeline entries and audit events in
-//! the store. Failure: a stage error's [`Fault`] decides: transient → retry with backoff; anything else, or
-//! retries exhausted → escalate to humans (or fail the incident for a bug).
+//! the store, notifications in the outbox. Failure: a stage error's [`Fault`] decides: transient → retry
+//! with backoff; anything else, or retries exhausted → escalate to humans (or fail the incident on a bug).
 //!
-//! Order: open → collecting → diagnosing → (gate) → executing → verifying → resolved, or → escalated →
-//! awaiting_approval → approved → executing … A stage that is not configured records "stage not
-//! configured" on the timeline and the incident moves on.
+//! Order (see `steps.rs`): open → map to a host → collecting → diagnosing (L0: memory, runbook; L1) →
+//! gate → action policy → executing → verifying → resolved; or retry (bounded by
+//! `diagnose.max_attempts`); or escalated → L2 with retrieved context → approval email →
+//! awaiting_approval → approved → gate again → executing … | rejected. A level that is not configured
+//! records "stage not configured" on the timeline and the incident moves on.
 //!
-//! **Invariant: a command runs at most once per pass.** An incident found in `executing` after a restart is
-//! never re-executed: it moves to `verifying`, which checks whether the signal cleared.
+//! **Invariant: a command runs at most once per attempt.** An incident found in `executing` after a
+//! restart is never re-executed: it moves to `verifying`, which checks whether the signal cleared.
+//! **Invariant: nothing runs that the gate did not turn into an `ApprovedCommand`**, re-checked after
+//! approval.
 
+mod context;
 pub mod runner;
+mod steps;
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::approval::Approvals;
 use crate::audit::AuditRecord;
+use crate::collect::Collector;
+use crate::collect::redact::Redactor;
 use crate::config::PipelineConfig;
+use crate::diagnose::Diagnoser;
 use crate::domain::{Actor, IncidentId, IncidentState, Transition};
+use crate::execute::{Executor, Verifier};
 use crate::fault::Fault;
-use crate::store::{IncidentRecord, Store, StoreError};
+use crate::gate::{ActionPolicy, DryRun, Gate};
+use crate::inventory::{Inventory, Target};
+use crate::memory::Memory;
+use crate::notify::{EventDetails, Notifier, NotifyEvent};
+use crate::store::{IncidentRecord, Store, StoreError, WriteCtx};
+use crate::transport::Transports;
 
 pub use runner::Runner;
 
@@ -42,6 +58,16 @@ impl PipelineError {
             PipelineError::Stage { fault, .. } => *fault,
         }
     }
+
+    fn bug(stage: &'static str, message: impl std::fmt::Display) -> Self {
+        PipelineError::Stage { stage, fault: Fault::Bug, message: message.to_string() }
+    }
+}
+
+impl From<crate::domain::IllegalTransition> for PipelineError {
+    fn from(e: crate::domain::IllegalTransition) -> Self {
+        PipelineError::bug("pipeline", e)
+    }
 }
 
 /// What one step did.
@@ -52,15 +78,33 @@ enum Step {
     Stop,
 }
 
+/// Every stage the pipeline drives. Built once in `startup.rs`.
+pub struct Stages {
+    pub inventory: Inventory,
+    pub transports: Arc<Transports>,
+    pub collector: Collector,
+    pub gate: Gate,
+    pub policy: ActionPolicy,
+    pub executor: Executor,
+    pub verifier: Verifier,
+    pub diagnoser: Diagnoser,
+    pub memory: Option<Memory>,
+    pub notifier: Arc<Notifier>,
+    pub approvals: Approvals,
+    pub dry_run: DryRun,
+    pub redactor: Arc<Redactor>,
+}
+
 pub struct Pipeline {
     store: Store,
     config: PipelineConfig,
     shutdown: CancellationToken,
+    stages: Stages,
 }
 
 impl Pipeline {
-    pub fn new(store: Store, config: PipelineConfig, shutdown: CancellationToken) -> Arc<Self> {
-        Arc::new(Self { store, config, shutdown })
+    pub fn new(store: Store, config: PipelineConfig, shutdown: CancellationToken, stages: Stages) -> Arc<Self> {
+        Arc::new(Self { store, config, shutdown, stages })
     }
 
     /// Runs steps until the incident stops needing the pipeline. Never panics on bad data.
@@ -130,85 +174,69 @@ impl Pipeline {
         }
     }
 
-    async fn start(&self, incident: &IncidentRecord) -> Result<Step, PipelineError> {
-        self.move_to(incident, IncidentState::Collecting, "pipeline started").await
-    }
-
-    async fn collect(&self, incident: &IncidentRecord) -> Result<Step, PipelineError> {
-        self.skip_stage(incident.id, "collect").await?;
-        self.move_to(incident, IncidentState::Diagnosing, "no evidence collected").await
-    }
-
-    async fn diagnose(&self, incident: &IncidentRecord) -> Result<Step, PipelineError> {
-        self.skip_stage(incident.id, "diagnose").await?;
-        self.escalate_with(incident, "no diagnosis stage configured").await
-    }
-
-    async fn verify(&self, incident: &IncidentRecord) -> Result<Step, PipelineError> {
-        self.skip_stage(incident.id, "verify").await?;
-        self.escalate_with(incident, "no verification stage configured").await
-    }
-
-    async fn escalate(&self, incident: &IncidentRecord) -> Result<Step, PipelineError> {
-        self.skip_stage(incident.id, "notify").await?;
-        self.park(incident.id, "waiting for a human or for the monitor to recover").await?;
-        Ok(Step::Stop)
-    }
-
-    async fn execute_approved(&self, incident: &IncidentRecord) -> Result<Step, PipelineError> {
-        self.skip_stage(incident.id, "execute").await?;
-        self.escalate_with(incident, "no execution stage configured").await
+    fn target(&self, incident: &IncidentRecord) -> Option<Target> {
+        self.stages.inventory.resolve(&incident.key, &incident.monitor)
     }
 
     /// Checked transition with its reason; a conflict means someone else moved the incident.
     async fn move_to(&self, incident: &IncidentRecord, to: IncidentState, reason: &str) -> Result<Step, PipelineError> {
-        let transition = Transition::new(incident.state, to, reason).map_err(|e| PipelineError::Stage {
-            stage: "pipeline",
-            fault: Fault::Bug,
-            message: e.to_string(),
-        })?;
+        let transition = Transition::new(incident.state, to, reason)?;
         self.store.transition(incident.id, transition, Actor::System).await?;
         Ok(Step::Continue)
     }
 
+    /// Moves to `escalated` with the reason on the incident and in the audit log.
     async fn escalate_with(&self, incident: &IncidentRecord, reason: &str) -> Result<Step, PipelineError> {
-        let id = incident.id;
-        let from = incident.state;
-        let reason_owned = reason.to_string();
+        let (id, from, reason) = (incident.id, incident.state, reason.to_string());
         self.store
             .write(move |ctx| {
-                let transition = Transition::new(from, IncidentState::Escalated, reason_owned.clone())?;
-                ctx.transition(id, &transition, Actor::System)?;
-                ctx.update_details(id, |d| d.escalation_reason = Some(reason_owned.clone()))?;
-                ctx.audit(Some(id), Actor::System, AuditRecord::Escalation { reason: reason_owned })
+                ctx.transition(id, &Transition::new(from, IncidentState::Escalated, reason.clone())?, Actor::System)?;
+                ctx.update_details(id, |d| d.escalation_reason = Some(reason.clone()))?;
+                ctx.audit(Some(id), Actor::System, AuditRecord::Escalation { reason })
             })
             .await?;
         Ok(Step::Continue)
     }
 
-    async fn skip_stage(&self, id: IncidentId, stage: &'static str) -> Result<(), PipelineError> {
+    async fn skip_stage(&self, id: IncidentId, stage: &'static str, why: &str) -> Result<(), PipelineError> {
+        let why = why.to_string();
         self.store
             .write(move |ctx| {
-                ctx.timeline(id, "stage_skipped", &format!("stage not configured: {stage}"), serde_json::Value::Null)?;
+                ctx.timeline(
+                    id,
+                    "stage_skipped",
+                    &format!("stage not configured: {stage} ({why})"),
+                    serde_json::Value::Null,
+                )?;
                 ctx.audit(
                     Some(id),
                     Actor::System,
-                    AuditRecord::StageSkipped { stage: stage.into(), reason: "stage not configured".into() },
+                    AuditRecord::StageSkipped { stage: stage.into(), reason: format!("stage not configured: {why}") },
                 )
             })
             .await?;
         Ok(())
     }
 
-    async fn park(&self, id: IncidentId, reason: &str) -> Result<(), PipelineError> {
-        let reason = reason.to_string();
-        self.store.write(move |ctx| ctx.park(id, &reason)).await?;
-        Ok(())
-    }
-
     async fn note(&self, id: IncidentId, kind: &'static str, message: &str) {
         let message = message.to_string();
         let _ = self.store.write(move |ctx| ctx.timeline(id, kind, &message, serde_json::Value::Null)).await;
+    }
+
+    /// Builds an event's notifications; a failure to build is logged, never fatal to the incident.
+    fn prepare(
+        &self,
+        event: NotifyEvent,
+        incident: &IncidentRecord,
+        details: &EventDetails,
+    ) -> crate::notify::Prepared {
+        match self.stages.notifier.prepare(event, incident, details) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, event = event.as_str(), "Could not build a notification.");
+                crate::notify::Prepared::default()
+            }
+        }
     }
 
     /// Retries exhausted or a non-transient error: escalate to humans, or fail on a bug.
@@ -223,24 +251,27 @@ impl Pipeline {
         } else {
             IncidentState::Escalated
         };
-        let result = match Transition::new(incident.state, target, reason.clone()) {
-            Ok(t) => self.store.transition(id, t, Actor::System).await,
-            Err(_) => {
-                self.store
-                    .transition(
-                        id,
-                        Transition::new(incident.state, IncidentState::Failed, reason.clone())
-                            .expect("non-terminal states can fail"),
-                        Actor::System,
-                    )
-                    .await
-            }
-        };
-        if let Err(e) = result {
-            warn!(error = %e, "Could not record the pipeline failure; the incident resumes at next start.");
-        }
-        if target == IncidentState::Escalated {
-            let _ = self.park(id, &reason).await;
+        let prepared = self.prepare(
+            NotifyEvent::Escalation,
+            &incident,
+            &EventDetails { reason: Some(reason.clone()), ..Default::default() },
+        );
+        let from = incident.state;
+        let result = self
+            .store
+            .write(move |ctx: &mut WriteCtx<'_>| {
+                let transition = Transition::new(from, target, reason.clone())
+                    .or_else(|_| Transition::new(from, IncidentState::Failed, reason.clone()))?;
+                ctx.transition(id, &transition, Actor::System)?;
+                if transition.to() == IncidentState::Escalated {
+                    ctx.park(id, &reason)?;
+                }
+                prepared.persist(ctx)
+            })
+            .await;
+        match result {
+            Ok(()) => self.stages.notifier.kick(),
+            Err(e) => warn!(error = %e, "Could not record the pipeline failure; the incident resumes at next start."),
         }
     }
 }

@@ -35,7 +35,7 @@ use crate::domain::{
 use crate::fault::Fault;
 use crate::gate::{ActionOutcome, ActionRecord};
 
-pub use model::{IncidentFilter, IncidentRecord, IngestAction, IngestOutcome, TimelineEntry};
+pub use model::{DigestStats, IncidentFilter, IncidentRecord, IngestAction, IngestOutcome, TimelineEntry};
 
 const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: i64 = 1;
@@ -266,6 +266,49 @@ impl Store {
                     })
                 })
                 .collect()
+        })
+        .await
+    }
+
+    /// Counts for the daily digest over incidents opened (or decided, closed) since `since`.
+    pub async fn digest(&self, since: DateTime<Utc>) -> Result<DigestStats, StoreError> {
+        self.read(move |conn| {
+            let t = ts(since);
+            let count = |sql: &str| -> Result<u64, StoreError> { Ok(conn.query_row(sql, [&t], |r| r.get::<_, i64>(0))? as u64) };
+            let opened = count("SELECT COUNT(*) FROM incidents WHERE opened_at >= ?1")?;
+            let recovered = count("SELECT COUNT(*) FROM incidents WHERE closed_at >= ?1 AND state = 'recovered_by_monitor'")?;
+            let approved = count("SELECT COUNT(DISTINCT incident_id) FROM approvals WHERE decided_at >= ?1 AND decision = 'approved'")?;
+            let rejected = count("SELECT COUNT(DISTINCT incident_id) FROM approvals WHERE decided_at >= ?1 AND decision = 'rejected'")?;
+            let auto_fixed = count(
+                "SELECT COUNT(*) FROM incidents i WHERE i.closed_at >= ?1 AND i.state = 'resolved'
+                 AND NOT EXISTS (SELECT 1 FROM approvals a WHERE a.incident_id = i.id AND a.decision = 'approved')",
+            )?;
+            let escalated = count(
+                "SELECT COUNT(DISTINCT incident_id) FROM timeline WHERE at >= ?1 AND kind = 'state' AND message LIKE '% -> escalated:%'",
+            )?;
+            let mut stmt = conn.prepare(
+                "SELECT first_down_at, closed_at FROM incidents WHERE closed_at >= ?1 AND state IN ('resolved', 'recovered_by_monitor')",
+            )?;
+            let durations: Vec<f64> = stmt
+                .query_map([&t], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .filter_map(Result::ok)
+                .filter_map(|(a, b)| Some((parse_ts(&b).ok()? - parse_ts(&a).ok()?).num_milliseconds() as f64 / 1000.0))
+                .collect();
+            let mttr_seconds = (!durations.is_empty()).then(|| durations.iter().sum::<f64>() / durations.len() as f64);
+            let mut stmt = conn.prepare(
+                "SELECT service_name, COUNT(*) AS n FROM incidents WHERE opened_at >= ?1 GROUP BY service_name ORDER BY n DESC, service_name LIMIT 5",
+            )?;
+            let top_services = stmt.query_map([&t], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<Result<Vec<_>, _>>()?;
+            let cost: f64 = conn.query_row("SELECT COALESCE(SUM(cost), 0) FROM ledger WHERE at >= ?1", [&t], |r| r.get(0))?;
+            Ok(DigestStats { opened, auto_fixed, recovered, escalated, approved, rejected, mttr_seconds, top_services, cost })
+        })
+        .await
+    }
+
+    /// Cloud spend recorded in the ledger since `since` (US dollars).
+    pub async fn spend_since(&self, since: DateTime<Utc>) -> Result<f64, StoreError> {
+        self.read(move |conn| {
+            Ok(conn.query_row("SELECT COALESCE(SUM(cost), 0) FROM ledger WHERE at >= ?1", [ts(since)], |r| r.get(0))?)
         })
         .await
     }
@@ -614,6 +657,64 @@ impl WriteCtx<'_> {
             ],
         )?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn set_action_result(
+        &self,
+        action_id: i64,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE actions SET exit_code = ?2, duration_ms = ?3 WHERE id = ?1",
+            params![action_id, exit_code, duration_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records a model call in the ledger, adds it to the incident's cost, and audits it.
+    pub fn record_call(&mut self, id: IncidentId, call: &crate::diagnose::cost::CallRecord) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO ledger (at, incident_id, level, provider, model, tokens_in, tokens_out, cost, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                ts(self.now),
+                id.to_string(),
+                call.level,
+                call.provider,
+                call.model,
+                call.tokens_in as i64,
+                call.tokens_out as i64,
+                call.cost,
+                call.outcome
+            ],
+        )?;
+        self.update_details(id, |d| {
+            d.cost_estimation.ai_cost += call.cost;
+            d.cost_estimation.tokens_used += call.tokens_in + call.tokens_out;
+        })?;
+        self.timeline(
+            id,
+            "model_call",
+            &format!(
+                "{} via {} ({}): {} tokens in, {} out, ${:.6}; {}",
+                call.level, call.provider, call.model, call.tokens_in, call.tokens_out, call.cost, call.outcome
+            ),
+            serde_json::to_value(call)?,
+        )?;
+        self.audit(
+            Some(id),
+            Actor::Model,
+            AuditRecord::ModelCall {
+                level: call.level.clone(),
+                provider: call.provider.clone(),
+                model: call.model.clone(),
+                tokens_in: call.tokens_in,
+                tokens_out: call.tokens_out,
+                cost: call.cost,
+                outcome: call.outcome.clone(),
+            },
+        )
     }
 
     pub fn set_action_outcome(&self, action_id: i64, outcome: ActionOutcome) -> Result<(), StoreError> {

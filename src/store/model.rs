@@ -60,6 +60,20 @@ pub struct TimelineEntry {
     pub data: Value,
 }
 
+/// Figures for the daily digest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DigestStats {
+    pub opened: u64,
+    pub auto_fixed: u64,
+    pub recovered: u64,
+    pub escalated: u64,
+    pub approved: u64,
+    pub rejected: u64,
+    pub mttr_seconds: Option<f64>,
+    pub top_services: Vec<(String, u64)>,
+    pub cost: f64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct IncidentFilter {
     pub state: Option<IncidentState>,

@@ -100,3 +100,55 @@ CREATE TABLE IF NOT EXISTS actions (
     duration_ms  INTEGER
 );
 CREATE INDEX IF NOT EXISTS actions_host_at ON actions(host, at);
+
+-- Every model call: tokens and cost, for cost_estimation and the per-day budget.
+CREATE TABLE IF NOT EXISTS ledger (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    at           TEXT NOT NULL,
+    incident_id  TEXT NOT NULL,
+    level        TEXT NOT NULL,
+    provider     TEXT NOT NULL,
+    model        TEXT NOT NULL,
+    tokens_in    INTEGER NOT NULL,
+    tokens_out   INTEGER NOT NULL,
+    cost         REAL NOT NULL,
+    outcome      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_at ON ledger(at);
+
+-- Approval links: only the token's hash is stored. One row per recipient; the first valid decision on any
+-- of an incident's rows closes all of them.
+CREATE TABLE IF NOT EXISTS approvals (
+    token_hash    TEXT PRIMARY KEY,
+    incident_id   TEXT NOT NULL,
+    command_hash  TEXT NOT NULL,
+    argv_json     TEXT NOT NULL,
+    rollback      TEXT,
+    recipient     TEXT NOT NULL,
+    csrf          TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT NOT NULL,
+    decided_at    TEXT,
+    decision      TEXT,
+    reason        TEXT,
+    -- 1 on the row whose link was used to decide.
+    used          INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS approvals_incident ON approvals(incident_id);
+
+-- Durable outbox: emails and chat messages survive restarts and are sent later.
+CREATE TABLE IF NOT EXISTS outbox (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at       TEXT NOT NULL,
+    channel          TEXT NOT NULL,
+    destination      TEXT NOT NULL,
+    subject          TEXT NOT NULL,
+    body             TEXT NOT NULL,
+    incident_id      TEXT,
+    event            TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  TEXT NOT NULL,
+    sent_at          TEXT,
+    last_error       TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(sent_at, next_attempt_at);

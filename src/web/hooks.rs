@@ -45,5 +45,37 @@ pub(crate) async fn accept(
     if let (IngestAction::Opened, Some(id), Some(key)) = (outcome.action, outcome.incident_id, key) {
         state.runner.enqueue(id, key);
     }
+    // Notifications after the answer is durable; a failure here never fails the webhook.
+    if let (IngestAction::Recovered, Some(id)) = (outcome.action, outcome.incident_id) {
+        notify_recovery(state, id).await;
+    }
+
     Ok((StatusCode::ACCEPTED, Json(json!({"action": outcome.action, "incident_id": outcome.incident_id}))))
+}
+
+async fn notify_recovery(state: &AppState, id: crate::domain::IncidentId) {
+    let Ok(Some(incident)) = state.store.incident(id).await else { return };
+    let details = crate::notify::EventDetails {
+        result: incident.outage_seconds.map(|s| format!("recovered by itself after {s:.1} s")),
+        ..Default::default()
+    };
+    persist(state, crate::notify::NotifyEvent::Recovery, &incident, &details).await;
+}
+
+async fn persist(
+    state: &AppState,
+    event: crate::notify::NotifyEvent,
+    incident: &crate::store::IncidentRecord,
+    details: &crate::notify::EventDetails,
+) {
+    match state.notifier.prepare(event, incident, details) {
+        Ok(prepared) if !prepared.is_empty() => {
+            if let Err(e) = state.store.write(move |ctx| prepared.persist(ctx)).await {
+                tracing::warn!(error = %e, "Could not queue a notification.");
+            }
+            state.notifier.kick();
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "Could not build a notification."),
+    }
 }

@@ -1,6 +1,7 @@
 //! HTTP: the router, shared state and handlers. Only `ingest/` and `web/` know HTTP.
 
 pub mod api;
+pub mod approval;
 pub mod auth;
 pub mod error;
 pub mod gate;
@@ -27,6 +28,9 @@ pub struct AppState {
     pub auth: ApiAuth,
     pub gate: crate::gate::Gate,
     pub dry_run: crate::gate::DryRun,
+    pub approvals: crate::approval::Approvals,
+    pub notifier: std::sync::Arc<crate::notify::Notifier>,
+    pub memory: Option<crate::memory::Memory>,
     pub max_body_bytes: usize,
 }
 
@@ -40,6 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/incidents/{id}", get(api::show_incident))
         .route("/api/v1/gate/check", post(gate::check))
         .route("/api/v1/dry-run", get(gate::dry_run_state).put(gate::set_dry_run))
+        .route("/approvals/{token}", get(approval::confirm).post(approval::decide))
         .layer(DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -1,0 +1,211 @@
+//! Strict parsing of model replies. A reply is untrusted input: it must be exactly one JSON object of
+//! the expected shape (unknown fields refused), or it is "unparseable" and the incident escalates. The
+//! only leniency: one markdown fence around the whole reply is removed. `action_command` stays a plain
+//! string here; only the gate decides what it may become.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::provider::DiagnoseError;
+use crate::domain::{Diagnosis, Recommendation};
+
+const MAX_TEXT: usize = 4000;
+const MAX_COMMAND: usize = 512;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiagnosis {
+    cause: String,
+    confidence: f64,
+    action_command: Option<String>,
+    #[serde(default)]
+    rationale: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecommendation {
+    root_cause: String,
+    action_command: Option<String>,
+    #[serde(default)]
+    rollback_command: Option<String>,
+    risk: String,
+    confidence: f64,
+    requires_human_approval: bool,
+}
+
+pub fn diagnosis_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "cause": {"type": "string", "description": "the most likely cause, one or two sentences"},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "action_command": {"type": ["string", "null"], "description": "one allowed command, or null"},
+            "rationale": {"type": "string"}
+        },
+        "required": ["cause", "confidence", "action_command", "rationale"],
+        "additionalProperties": false
+    })
+}
+
+pub fn recommendation_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "root_cause": {"type": "string"},
+            "action_command": {"type": ["string", "null"], "description": "one allowed command, or null"},
+            "rollback_command": {"type": ["string", "null"]},
+            "risk": {"type": "string", "enum": ["low", "medium", "high"]},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "requires_human_approval": {"type": "boolean"}
+        },
+        "required": ["root_cause", "action_command", "rollback_command", "risk", "confidence", "requires_human_approval"],
+        "additionalProperties": false
+    })
+}
+
+fn unparseable(why: impl Into<String>) -> DiagnoseError {
+    DiagnoseError::Unparseable(why.into())
+}
+
+/// The JSON object text, with one outer ``` fence removed if present.
+fn object_text(reply: &str) -> Result<&str, DiagnoseError> {
+    let mut text = reply.trim();
+    if let Some(rest) = text.strip_prefix("```") {
+        let rest = rest.strip_prefix("json").unwrap_or(rest);
+        text = rest.strip_suffix("```").ok_or_else(|| unparseable("unterminated code fence"))?.trim();
+    }
+    if text.is_empty() {
+        return Err(unparseable("empty reply"));
+    }
+    if !(text.starts_with('{') && text.ends_with('}')) {
+        return Err(unparseable("reply is not a single JSON object"));
+    }
+    Ok(text)
+}
+
+/// serde fills a missing `Option` with None; a reply must still name every required key.
+fn require_keys(text: &str, keys: &[&str]) -> Result<(), DiagnoseError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| unparseable(e.to_string()))?;
+    let object = value.as_object().ok_or_else(|| unparseable("reply is not a JSON object"))?;
+    match keys.iter().find(|k| !object.contains_key(**k)) {
+        Some(missing) => Err(unparseable(format!("missing field `{missing}`"))),
+        None => Ok(()),
+    }
+}
+
+fn checked_text(field: &str, value: String, max: usize) -> Result<String, DiagnoseError> {
+    let value = value.trim().to_string();
+    if value.is_empty() {
+        return Err(unparseable(format!("`{field}` is empty")));
+    }
+    if value.chars().count() > max {
+        return Err(unparseable(format!("`{field}` is longer than {max} characters")));
+    }
+    Ok(value)
+}
+
+fn checked_command(field: &str, value: Option<String>) -> Result<Option<String>, DiagnoseError> {
+    match value.map(|v| v.trim().to_string()) {
+        None => Ok(None),
+        Some(v) if v.is_empty() || v.eq_ignore_ascii_case("null") || v.eq_ignore_ascii_case("none") => Ok(None),
+        Some(v) if v.chars().count() > MAX_COMMAND => {
+            Err(unparseable(format!("`{field}` is longer than {MAX_COMMAND} characters")))
+        }
+        Some(v) => Ok(Some(v)),
+    }
+}
+
+fn checked_confidence(value: f64) -> Result<f64, DiagnoseError> {
+    if value.is_finite() && (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(unparseable(format!("confidence {value} is not between 0 and 1")))
+    }
+}
+
+pub fn diagnosis(reply: &str, level: &str) -> Result<Diagnosis, DiagnoseError> {
+    let text = object_text(reply)?;
+    require_keys(text, &["cause", "confidence", "action_command"])?;
+    let raw: RawDiagnosis = serde_json::from_str(text).map_err(|e| unparseable(e.to_string()))?;
+    Ok(Diagnosis {
+        cause: checked_text("cause", raw.cause, MAX_TEXT)?,
+        confidence: checked_confidence(raw.confidence)?,
+        action_command: checked_command("action_command", raw.action_command)?,
+        rationale: raw.rationale.trim().chars().take(MAX_TEXT).collect(),
+        level: level.to_string(),
+    })
+}
+
+/// `force_human`: policy says L2 always needs a human, whatever the model claims.
+pub fn recommendation(reply: &str, force_human: bool) -> Result<Recommendation, DiagnoseError> {
+    let text = object_text(reply)?;
+    require_keys(text, &["root_cause", "action_command", "risk", "confidence", "requires_human_approval"])?;
+    let raw: RawRecommendation = serde_json::from_str(text).map_err(|e| unparseable(e.to_string()))?;
+    let risk = raw.risk.trim().to_ascii_lowercase();
+    if !matches!(risk.as_str(), "low" | "medium" | "high") {
+        return Err(unparseable(format!("risk {risk:?} is not low, medium or high")));
+    }
+    Ok(Recommendation {
+        root_cause: checked_text("root_cause", raw.root_cause, MAX_TEXT)?,
+        action_command: checked_command("action_command", raw.action_command)?,
+        rollback_command: checked_command("rollback_command", raw.rollback_command)?,
+        risk,
+        confidence: checked_confidence(raw.confidence)?,
+        requires_human_approval: force_human || raw.requires_human_approval,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnosis_replies_parse_strictly() {
+        let ok = [
+            (
+                r#"{"cause":"nginx stopped","confidence":0.9,"action_command":"systemctl restart nginx","rationale":"r"}"#,
+                Some("systemctl restart nginx"),
+                "plain",
+            ),
+            (
+                "```json\n{\"cause\":\"c\",\"confidence\":0.5,\"action_command\":null,\"rationale\":\"\"}\n```",
+                None,
+                "one outer fence",
+            ),
+            (r#"{"cause":"c","confidence":1,"action_command":"","rationale":"x"}"#, None, "empty command means none"),
+        ];
+        for (reply, command, why) in ok {
+            let d = diagnosis(reply, "l1").unwrap_or_else(|e| panic!("{why}: {e}"));
+            assert_eq!(d.action_command.as_deref(), command, "{why}");
+        }
+        let bad = [
+            ("", "empty reply"),
+            ("   ", "empty reply"),
+            ("I think nginx is down. {\"cause\":\"c\"}", "single JSON object"),
+            ("{\"cause\":\"c\",\"confidence\":0.9}", "missing field"),
+            (r#"{"cause":"c","confidence":1.5,"action_command":null,"rationale":""}"#, "between 0 and 1"),
+            (r#"{"cause":"c","confidence":"high","action_command":null,"rationale":""}"#, "invalid type"),
+            (r#"{"cause":"","confidence":0.5,"action_command":null,"rationale":""}"#, "`cause` is empty"),
+            (r#"{"cause":"c","confidence":0.5,"action_command":null,"rationale":"","execute":true}"#, "unknown field"),
+            (r#"[{"cause":"c"}]"#, "single JSON object"),
+            ("```json\n{\"cause\":\"c\"", "unterminated"),
+        ];
+        for (reply, needle) in bad {
+            let e = diagnosis(reply, "l1").unwrap_err();
+            assert!(matches!(e, DiagnoseError::Unparseable(_)), "{reply:?}");
+            assert!(e.to_string().contains(needle), "{reply:?}: {e}");
+            assert_eq!(e.escalation_reason(), "unparseable reply");
+        }
+        let long = format!(r#"{{"cause":"c","confidence":0.5,"action_command":"{}","rationale":""}}"#, "a".repeat(600));
+        assert!(diagnosis(&long, "l1").is_err());
+    }
+
+    #[test]
+    fn policy_can_force_human_approval() {
+        let reply = r#"{"root_cause":"r","action_command":"systemctl restart nginx","rollback_command":null,"risk":"Low","confidence":0.8,"requires_human_approval":false}"#;
+        assert!(recommendation(reply, true).unwrap().requires_human_approval);
+        assert!(!recommendation(reply, false).unwrap().requires_human_approval);
+        assert!(recommendation(&reply.replace("Low", "catastrophic"), true).is_err());
+    }
+}

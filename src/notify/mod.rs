@@ -1,0 +1,364 @@
+//! Notifications: emails (askama HTML + text, lettre SMTP) and chat channels (Discord, Telegram,
+//! Slack-compatible, generic JSON webhook), all through a durable outbox.
+//!
+//! Input: a [`NotifyEvent`] about an incident. Output: outbox rows (and, for approval requests, approval
+//! tokens) that the pipeline persists in the same transaction as the state change; the [`outbox`] sender
+//! delivers them later, surviving restarts. Only email carries approval links; chat channels inform and
+//! link to the incident. Model-written text is escaped everywhere (askama for HTML, per-channel escaping).
+
+pub mod chat;
+pub mod digest;
+pub mod email;
+pub mod outbox;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::approval::{Approvals, Issued};
+use crate::config::{ConfigError, Secret, empty_none};
+use crate::store::{IncidentRecord, StoreError, WriteCtx};
+
+/// What happened, for routing to channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    /// An incident opened.
+    Alert,
+    /// A low-severity notice (certificate or domain expiry).
+    Warning,
+    /// The monitor recovered on its own.
+    Recovery,
+    /// A fix was applied automatically and verified.
+    AutoFixed,
+    /// A human must approve a command.
+    NeedsApproval,
+    /// Humans must look; no actionable recommendation.
+    Escalation,
+    /// The result of an approved fix.
+    Confirmation,
+    Digest,
+}
+
+impl NotifyEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::Alert => "alert",
+            NotifyEvent::Warning => "warning",
+            NotifyEvent::Recovery => "recovery",
+            NotifyEvent::AutoFixed => "auto_fixed",
+            NotifyEvent::NeedsApproval => "needs_approval",
+            NotifyEvent::Escalation => "escalation",
+            NotifyEvent::Confirmation => "confirmation",
+            NotifyEvent::Digest => "digest",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// STARTTLS on the submission port (587).
+    Starttls,
+    /// Implicit TLS (465).
+    Tls,
+    /// Plain SMTP: only for a relay on localhost or a trusted network.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// SMTP server; empty: emails are written as .eml files to <data_dir>/outbox/.
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub security: SmtpSecurity,
+    pub username: String,
+    #[serde(with = "empty_none")]
+    pub password: Option<Secret>,
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub events: Vec<NotifyEvent>,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: String::new(),
+            smtp_port: 587,
+            security: SmtpSecurity::Starttls,
+            username: String::new(),
+            password: None,
+            from: "medic <medic@localhost>".into(),
+            to: vec!["operator@localhost".into()],
+            timeout: Duration::from_secs(10),
+            events: vec![
+                NotifyEvent::NeedsApproval,
+                NotifyEvent::Escalation,
+                NotifyEvent::AutoFixed,
+                NotifyEvent::Confirmation,
+                NotifyEvent::Digest,
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    Discord,
+    Telegram,
+    Slack,
+    Webhook,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub name: String,
+    pub kind: ChannelKind,
+    /// Webhook URL (Discord, Slack, generic webhook).
+    #[serde(default, with = "empty_none")]
+    pub url: Option<Secret>,
+    /// Telegram bot token and chat.
+    #[serde(default, with = "empty_none")]
+    pub bot_token: Option<Secret>,
+    #[serde(default)]
+    pub chat_id: String,
+    /// Telegram API base (tests point it at a local server).
+    #[serde(default = "telegram_api")]
+    pub api_url: String,
+    #[serde(default = "all_events")]
+    pub events: Vec<NotifyEvent>,
+}
+
+fn telegram_api() -> String {
+    "https://api.telegram.org".into()
+}
+
+fn all_events() -> Vec<NotifyEvent> {
+    vec![
+        NotifyEvent::Alert,
+        NotifyEvent::Warning,
+        NotifyEvent::Recovery,
+        NotifyEvent::AutoFixed,
+        NotifyEvent::NeedsApproval,
+        NotifyEvent::Escalation,
+        NotifyEvent::Confirmation,
+        NotifyEvent::Digest,
+    ]
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DigestConfig {
+    pub enabled: bool,
+    /// "HH:MM" UTC.
+    pub time: String,
+}
+
+impl Default for DigestConfig {
+    fn default() -> Self {
+        Self { enabled: false, time: "08:00".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    pub email: EmailConfig,
+    pub channels: Vec<ChannelConfig>,
+    pub digest: DigestConfig,
+}
+
+impl NotifyConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        email::mailbox(&self.email.from).map_err(|e| ConfigError::invalid("notify.email.from", e))?;
+        for (i, to) in self.email.to.iter().enumerate() {
+            email::mailbox(to).map_err(|e| ConfigError::invalid(format!("notify.email.to[{i}]"), e))?;
+        }
+        if !self.email.smtp_host.is_empty() && self.email.smtp_port == 0 {
+            return Err(ConfigError::invalid("notify.email.smtp_port", "must be above 0"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            let key = format!("notify.channels[{i}]");
+            if c.name.trim().is_empty() || !names.insert(c.name.clone()) {
+                return Err(ConfigError::invalid(format!("{key}.name"), "missing or duplicate channel name"));
+            }
+            match c.kind {
+                ChannelKind::Telegram => {
+                    if c.bot_token.is_none() || c.chat_id.trim().is_empty() {
+                        return Err(ConfigError::invalid(key, "telegram needs bot_token and chat_id"));
+                    }
+                    url::Url::parse(&c.api_url).map_err(|e| ConfigError::invalid(format!("{key}.api_url"), e))?;
+                }
+                _ => {
+                    let url = c
+                        .url
+                        .as_ref()
+                        .ok_or_else(|| ConfigError::invalid(format!("{key}.url"), "a webhook URL is required"))?;
+                    url::Url::parse(url.expose()).map_err(|e| ConfigError::invalid(format!("{key}.url"), e))?;
+                }
+            }
+        }
+        chrono::NaiveTime::parse_from_str(&self.digest.time, "%H:%M")
+            .map_err(|_| ConfigError::invalid("notify.digest.time", "must be HH:MM (UTC)"))?;
+        Ok(())
+    }
+}
+
+/// Extra facts for an event's message.
+#[derive(Debug, Clone, Default)]
+pub struct EventDetails {
+    /// The command proposed, run, or to approve (canonical argv).
+    pub command: Option<Vec<String>>,
+    pub rollback: Option<String>,
+    /// Execution and verification summary.
+    pub result: Option<String>,
+    /// Why humans are involved.
+    pub reason: Option<String>,
+    /// Circuit breaker state, when open.
+    pub breaker: Option<String>,
+}
+
+/// One message waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub channel: String,
+    pub destination: String,
+    pub subject: String,
+    pub body: String,
+    pub incident_id: Option<String>,
+    pub event: NotifyEvent,
+}
+
+/// Everything an event produces, persisted in the caller's transaction.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub approvals: Vec<Issued>,
+    pub rows: Vec<OutboxRow>,
+}
+
+impl Prepared {
+    pub fn persist(&self, ctx: &mut WriteCtx<'_>) -> Result<(), StoreError> {
+        for issued in &self.approvals {
+            issued.persist(ctx)?;
+        }
+        for row in &self.rows {
+            outbox::enqueue(ctx, row)?;
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("cannot build email: {0}")]
+    Email(String),
+    #[error("template: {0}")]
+    Template(String),
+}
+
+/// Builds notifications. Cheap to share.
+pub struct Notifier {
+    config: NotifyConfig,
+    approvals: Approvals,
+    public_url: url::Url,
+    redactor: Arc<crate::collect::redact::Redactor>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Notifier {
+    pub fn new(
+        config: NotifyConfig,
+        approvals: Approvals,
+        public_url: url::Url,
+        redactor: Arc<crate::collect::redact::Redactor>,
+    ) -> Self {
+        Self { config, approvals, public_url, redactor, wake: Arc::new(tokio::sync::Notify::new()) }
+    }
+
+    pub fn config(&self) -> &NotifyConfig {
+        &self.config
+    }
+
+    pub fn wake_handle(&self) -> Arc<tokio::sync::Notify> {
+        self.wake.clone()
+    }
+
+    /// Tells the outbox sender there is something new.
+    pub fn kick(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn public_url(&self) -> &url::Url {
+        &self.public_url
+    }
+
+    /// The link to an incident for chat channels (the API view; it needs the API token).
+    pub fn incident_link(&self, id: &str) -> String {
+        format!("{}/api/v1/incidents/{id}", self.public_url.as_str().trim_end_matches('/'))
+    }
+
+    /// Outbox rows (and approval tokens) for an event about an incident.
+    pub fn prepare(
+        &self,
+        event: NotifyEvent,
+        incident: &IncidentRecord,
+        details: &EventDetails,
+    ) -> Result<Prepared, NotifyError> {
+        let mut prepared = Prepared::default();
+        if self.config.email.events.contains(&event) {
+            for to in &self.config.email.to {
+                let approval = match (event, &details.command) {
+                    (NotifyEvent::NeedsApproval, Some(argv)) => {
+                        let issued = self.approvals.issue(incident.id, argv, details.rollback.clone(), to);
+                        Some(issued)
+                    }
+                    _ => None,
+                };
+                let links = approval.as_ref().map(|a| {
+                    let base = self.public_url.as_str().trim_end_matches('/');
+                    (
+                        format!("{base}/approvals/{}", a.token),
+                        format!("{base}/approvals/{}?action=reject", a.token),
+                        a.expires_at,
+                    )
+                });
+                let message =
+                    email::incident_email(&self.config.email, to, event, incident, details, links, &self.redactor)?;
+                prepared.rows.push(OutboxRow {
+                    channel: "email".into(),
+                    destination: to.clone(),
+                    subject: message.subject,
+                    body: message.raw,
+                    incident_id: Some(incident.id.to_string()),
+                    event,
+                });
+                if let Some(a) = approval {
+                    prepared.approvals.push(a);
+                }
+            }
+        }
+        for channel in self.config.channels.iter().filter(|c| c.events.contains(&event)) {
+            let body = chat::payload(channel, event, incident, details, &self.incident_link(&incident.id.to_string()));
+            prepared.rows.push(OutboxRow {
+                channel: "chat".into(),
+                destination: channel.name.clone(),
+                subject: format!("{} {}", event.as_str(), incident.service_name),
+                body: body.to_string(),
+                incident_id: Some(incident.id.to_string()),
+                event,
+            });
+        }
+        Ok(prepared)
+    }
+}

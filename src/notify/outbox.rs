@@ -1,0 +1,213 @@
+//! The durable outbox: rows written in the same transaction as the state change that caused them, sent by
+//! a background task, retried with backoff (5 s doubling to 10 min), kept across restarts.
+//!
+//! Delivery is exactly once except in one window: if medic dies after the SMTP server accepted a message
+//! and before "sent" is committed, the message (same Message-ID) is sent again at the next start.
+//! Without SMTP (the embedded default) emails are written to `<data_dir>/outbox/<id>.eml`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use rusqlite::params;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{ChannelConfig, EmailConfig, NotifyConfig, OutboxRow, SmtpSecurity};
+use crate::store::{Store, StoreError, WriteCtx};
+
+pub fn enqueue(ctx: &mut WriteCtx<'_>, row: &OutboxRow) -> Result<(), StoreError> {
+    let now = crate::audit::format_time(ctx.now());
+    ctx.conn().execute(
+        "INSERT INTO outbox (created_at, channel, destination, subject, body, incident_id, event, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?1)",
+        params![now, row.channel, row.destination, row.subject, row.body, row.incident_id, row.event.as_str()],
+    )?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+struct Due {
+    id: i64,
+    channel: String,
+    destination: String,
+    body: String,
+    attempts: i64,
+    incident_id: Option<String>,
+    event: String,
+}
+
+/// Sends what is due; runs until `shutdown`.
+pub struct OutboxSender {
+    store: Store,
+    config: NotifyConfig,
+    eml_dir: PathBuf,
+    http: reqwest::Client,
+    smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+fn smtp_transport(config: &EmailConfig) -> Result<Option<AsyncSmtpTransport<Tokio1Executor>>, String> {
+    if config.smtp_host.is_empty() {
+        return Ok(None);
+    }
+    let builder = match config.security {
+        SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.smtp_host),
+        SmtpSecurity::Starttls => {
+            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.smtp_host).map_err(|e| e.to_string())?
+        }
+        SmtpSecurity::Tls => {
+            AsyncSmtpTransport::<Tokio1Executor>::relay(&config.smtp_host).map_err(|e| e.to_string())?
+        }
+    };
+    let mut builder = builder.port(config.smtp_port).timeout(Some(config.timeout));
+    if let Some(password) = &config.password {
+        builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+            config.username.clone(),
+            password.expose().to_string(),
+        ));
+    }
+    Ok(Some(builder.build()))
+}
+
+impl OutboxSender {
+    pub fn new(
+        store: Store,
+        config: NotifyConfig,
+        data_dir: PathBuf,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Result<Self, String> {
+        let smtp = smtp_transport(&config.email)?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().map_err(|e| e.to_string())?;
+        Ok(Self { store, config, eml_dir: data_dir.join("outbox"), http, smtp, wake })
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            match self.send_due().await {
+                Ok(0) => {}
+                Ok(n) => info!(n_sent = n, "Outbox: delivered."),
+                Err(e) => warn!(error = %e, "Outbox pass failed."),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {},
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {},
+            }
+        }
+    }
+
+    /// One pass: sends every due row; returns how many went out.
+    pub async fn send_due(&self) -> Result<usize, StoreError> {
+        let now = crate::audit::format_time(Utc::now());
+        let due: Vec<Due> = self
+            .store
+            .read(move |conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT id, channel, destination, body, attempts, incident_id, event FROM outbox
+                     WHERE sent_at IS NULL AND next_attempt_at <= ?1 ORDER BY id LIMIT 50",
+                )?;
+                let rows = stmt
+                    .query_map([now], |r| {
+                        Ok(Due {
+                            id: r.get(0)?,
+                            channel: r.get(1)?,
+                            destination: r.get(2)?,
+                            body: r.get(3)?,
+                            attempts: r.get(4)?,
+                            incident_id: r.get(5)?,
+                            event: r.get(6)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        let mut sent = 0;
+        for row in due {
+            let result = self.deliver(&row).await;
+            let (id, attempts) = (row.id, row.attempts);
+            let incident = row.incident_id.as_deref().and_then(|s| s.parse().ok());
+            let channel =
+                if row.channel == "email" { "email".to_string() } else { format!("chat:{}", row.destination) };
+            let event = row.event.clone();
+            match result {
+                Ok(note) => {
+                    sent += 1;
+                    self.store
+                        .write(move |ctx| {
+                            ctx.conn().execute(
+                                "UPDATE outbox SET sent_at = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+                                params![id, crate::audit::format_time(ctx.now())],
+                            )?;
+                            ctx.audit(
+                                incident,
+                                crate::domain::Actor::System,
+                                crate::audit::AuditRecord::Notification { channel, event, outcome: note },
+                            )
+                        })
+                        .await?;
+                }
+                Err(error) => {
+                    let delay = Duration::from_secs(5 * 2u64.saturating_pow(attempts.min(7) as u32))
+                        .min(Duration::from_secs(600));
+                    warn!(outbox_id = id, %error, ?delay, "Delivery failed; will retry.");
+                    self.store
+                        .write(move |ctx| {
+                            let next = ctx.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
+                            ctx.conn().execute(
+                                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+                                params![id, crate::audit::format_time(next), error],
+                            )?;
+                            Ok(())
+                        })
+                        .await?;
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    async fn deliver(&self, row: &Due) -> Result<String, String> {
+        if row.channel == "email" {
+            return self.deliver_email(row).await;
+        }
+        let channel: &ChannelConfig = self
+            .config
+            .channels
+            .iter()
+            .find(|c| c.name == row.destination)
+            .ok_or_else(|| format!("channel {:?} is no longer configured", row.destination))?;
+        let url = super::chat::endpoint(channel).ok_or("channel has no endpoint")?;
+        let response = self
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(row.body.clone())
+            .send()
+            .await
+            .map_err(|e| crate::transport::error_text(&e).replace(&url, "<channel url>"))?;
+        if response.status().is_success() {
+            Ok(format!("delivered ({})", response.status().as_u16()))
+        } else {
+            Err(format!("HTTP {}", response.status().as_u16()))
+        }
+    }
+
+    async fn deliver_email(&self, row: &Due) -> Result<String, String> {
+        let Some(smtp) = &self.smtp else {
+            std::fs::create_dir_all(&self.eml_dir).map_err(|e| e.to_string())?;
+            let path = self.eml_dir.join(format!("{:06}.eml", row.id));
+            std::fs::write(&path, &row.body).map_err(|e| e.to_string())?;
+            info!(path = %path.display(), "No SMTP configured: email written to a file.");
+            return Ok(format!("written to {}", path.display()));
+        };
+        let from = super::email::mailbox(&self.config.email.from)?.email;
+        let to = super::email::mailbox(&row.destination)?.email;
+        let envelope = lettre::address::Envelope::new(Some(from), vec![to]).map_err(|e| e.to_string())?;
+        smtp.send_raw(&envelope, row.body.as_bytes()).await.map_err(|e| e.to_string())?;
+        Ok(format!("sent to {}", row.destination))
+    }
+}

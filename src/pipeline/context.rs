@@ -1,0 +1,168 @@
+//! What the pipeline hands to the diagnosis levels and to memory: prompt contexts (redacted), the memory
+//! query for an incident, and memory entries made from a verified or rejected fix.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+
+use super::Pipeline;
+use crate::diagnose::prompt::{AllowedCommand, IncidentFacts, L1Attempt, PastFix, PromptContext};
+use crate::domain::evidence::render;
+use crate::inventory::Target;
+use crate::memory::signature::signature;
+use crate::memory::{MemoryEntry, Outcome, Scored, SearchFilter};
+use crate::store::IncidentRecord;
+
+/// The text an incident is searched by: the monitor's message and the evidence signature.
+pub fn memory_query(incident: &IncidentRecord) -> String {
+    let lines = signature(&incident.error_logs, &incident.details.evidence, 12);
+    format!("{} {}", incident.service_name, lines.join(" "))
+}
+
+/// Placeholder names used in a template (`{service}`, `--flag={size}`).
+fn placeholders(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let Some(end) = rest[start..].find('}') else { break };
+        out.push(rest[start + 1..start + end].to_string());
+        rest = &rest[start + end + 1..];
+    }
+    out
+}
+
+impl Pipeline {
+    /// A prompt context with everything redacted and bounded.
+    pub(super) fn prompt_context(
+        &self,
+        incident: &IncidentRecord,
+        target: Option<&Target>,
+        schema: serde_json::Value,
+    ) -> PromptContext {
+        let host = target.map(|t| t.host.name.clone());
+        let redact = |text: &str| self.stages.redactor.redact(text);
+        let allowed_commands: Vec<AllowedCommand> = self
+            .stages
+            .gate
+            .action_templates(host.as_deref())
+            .into_iter()
+            .map(|(template, mode)| AllowedCommand { template, mode: format!("{mode:?}").to_lowercase() })
+            .collect();
+        let mut allowed_values = BTreeMap::new();
+        for command in &allowed_commands {
+            for name in placeholders(&command.template) {
+                if let Some(values) = self.stages.gate.allowed_values(&name, host.as_deref()) {
+                    allowed_values.insert(name, values);
+                } else if name == "container" {
+                    let container =
+                        target.and_then(|t| t.container.clone()).unwrap_or_else(|| "(the container's name)".into());
+                    allowed_values.insert(name, vec![container]);
+                }
+            }
+        }
+        let d = &incident.details;
+        PromptContext {
+            incident: IncidentFacts {
+                id: incident.id.to_string(),
+                service: incident.service_name.clone(),
+                host: host.unwrap_or_else(|| "unknown (no host mapping)".into()),
+                monitor_name: redact(&incident.monitor.name),
+                monitor_url: redact(incident.monitor.url.as_deref().unwrap_or("")),
+                message: redact(&incident.error_logs),
+                since: incident.first_down_at.to_rfc3339(),
+                down_count: incident.down_count,
+            },
+            evidence: render(&d.evidence, self.stages.diagnoser.config().evidence_max_chars),
+            nonce: crate::random_token(9),
+            allowed_commands,
+            allowed_values,
+            schema: serde_json::to_string_pretty(&schema).unwrap_or_default(),
+            min_confidence: self.stages.diagnoser.config().min_confidence,
+            l1: d.level_1_diagnosis.as_ref().map(|l1| L1Attempt {
+                cause: redact(&l1.cause),
+                confidence: l1.confidence,
+                action_command: l1.action_command.as_deref().map(redact),
+                outcome: match d.level_1_success {
+                    Some(true) => "ran and verified".into(),
+                    Some(false) => "ran but verification failed".into(),
+                    None => d.escalation_reason.clone().unwrap_or_else(|| "not run".into()),
+                },
+            }),
+            past_fixes: Vec::new(),
+            rejected_fixes: Vec::new(),
+        }
+    }
+
+    /// Past fixes for L2: validated ones, and failed or rejected ones labelled.
+    pub(super) async fn retrieve(&self, incident: &IncidentRecord) -> (Vec<PastFix>, Vec<PastFix>) {
+        let Some(memory) = &self.stages.memory else { return (vec![], vec![]) };
+        let filter = SearchFilter { service: None, include_negatives: true };
+        let k = self.stages.diagnoser.config().retrieval_k;
+        let hits: Vec<Scored> = match memory.search(&memory_query(incident), &filter, k * 2).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "Memory search failed; L2 gets no history.");
+                return (vec![], vec![]);
+            }
+        };
+        let fix = |h: &Scored| PastFix {
+            score: h.score,
+            service: h.entry.service.clone(),
+            symptom: h.entry.symptom.clone(),
+            root_cause: h.entry.root_cause.clone(),
+            command: h.entry.command.clone(),
+            outcome: h.entry.outcome.as_str().into(),
+            reason: h.entry.reason.clone(),
+        };
+        let past = hits.iter().filter(|h| h.entry.outcome != Outcome::Rejected).take(k).map(fix).collect();
+        let rejected = hits.iter().filter(|h| h.entry.outcome == Outcome::Rejected).take(k).map(fix).collect();
+        (past, rejected)
+    }
+
+    /// A memory entry for this incident's fix.
+    pub(super) fn memory_entry(
+        &self,
+        incident: &IncidentRecord,
+        command: &str,
+        outcome: Outcome,
+        reason: Option<String>,
+    ) -> MemoryEntry {
+        let d = &incident.details;
+        let root_cause = d
+            .fix_cause
+            .clone()
+            .or_else(|| d.level_2_recommendation.as_ref().map(|r| r.root_cause.clone()))
+            .or_else(|| d.level_1_diagnosis.as_ref().map(|l| l.cause.clone()))
+            .unwrap_or_else(|| "unknown".into());
+        let symptom: String = self.stages.redactor.redact(&incident.error_logs).chars().take(300).collect();
+        MemoryEntry {
+            id: uuid::Uuid::now_v7(),
+            service: incident.service_name.clone(),
+            monitor: incident.monitor.name.clone(),
+            symptom,
+            signature: signature(&incident.error_logs, &d.evidence, 10),
+            root_cause,
+            command: command.to_string(),
+            outcome,
+            approved_by: d.approved_by.clone(),
+            approved_at: d.approved_by.as_ref().map(|_| Utc::now()),
+            incident_id: Some(incident.id.to_string()),
+            reason,
+            created_at: Utc::now(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_names_are_found() {
+        assert_eq!(
+            placeholders("journalctl -u {service} -n {lines} --vacuum-size={size}"),
+            ["service", "lines", "size"]
+        );
+        assert!(placeholders("df -h").is_empty());
+    }
+}
