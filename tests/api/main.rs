@@ -2,7 +2,7 @@
 
 mod audit;
 mod crash;
-#[allow(dead_code)] // helpers for the diagnosis tests, which come next
+mod e2e;
 mod fake_llm;
 mod gate;
 mod helpers;
@@ -10,5 +10,7 @@ mod ingest;
 mod memory;
 mod process;
 mod scripts;
+mod smtp;
 mod sshd;
 mod transport;
+mod world;
