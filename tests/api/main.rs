@@ -1,13 +1,16 @@
 //! One integration test binary (keeps link time down), one module per area.
 
+mod approval;
 mod audit;
 mod crash;
+mod diagnose;
 mod e2e;
 mod fake_llm;
 mod gate;
 mod helpers;
 mod ingest;
 mod memory;
+mod notify;
 mod process;
 mod scripts;
 mod smtp;

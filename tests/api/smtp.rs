@@ -39,10 +39,8 @@ pub struct TestSmtp {
 #[derive(Debug, Clone)]
 pub struct Mail {
     pub subject: String,
-    pub to: String,
     pub text: String,
     pub html: String,
-    pub raw: String,
 }
 
 impl TestSmtp {
@@ -91,10 +89,8 @@ pub fn parse(raw: &[u8]) -> Mail {
     let message = mail_parser::MessageParser::default().parse(raw).expect("a MIME message");
     Mail {
         subject: message.subject().unwrap_or_default().to_string(),
-        to: message.to().and_then(|a| a.first()).and_then(|a| a.address()).unwrap_or_default().to_string(),
         text: message.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
         html: message.body_html(0).map(|t| t.into_owned()).unwrap_or_default(),
-        raw: String::from_utf8_lossy(raw).into_owned(),
     }
 }
 

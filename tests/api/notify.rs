@@ -1,0 +1,150 @@
+//! Chat channels against local HTTP endpoints checking the real request shapes, and the daily digest.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::OriginalUri;
+use axum::routing::post;
+use medic::config::Secret;
+use medic::notify::{ChannelConfig, ChannelKind, NotifyEvent};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, kuma, test_settings};
+
+type Captured = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// An HTTP server that records every POST (path, JSON body) and answers 200.
+async fn capture_server() -> (String, Captured) {
+    let seen: Captured = Arc::default();
+    let sink = seen.clone();
+    let app = Router::new().fallback(post(move |uri: OriginalUri, body: Bytes| {
+        let sink = sink.clone();
+        async move {
+            let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            sink.lock().unwrap().push((uri.path().to_string(), value));
+            "ok"
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, seen)
+}
+
+fn channels(base: &str) -> Vec<ChannelConfig> {
+    let channel = |name: &str, kind: ChannelKind, url: Option<String>| ChannelConfig {
+        name: name.into(),
+        kind,
+        url: url.map(Secret::new),
+        bot_token: None,
+        chat_id: String::new(),
+        api_url: "https://api.telegram.org".into(),
+        events: vec![NotifyEvent::Alert, NotifyEvent::Escalation, NotifyEvent::Recovery, NotifyEvent::Digest],
+    };
+    vec![
+        channel("discord", ChannelKind::Discord, Some(format!("{base}/discord/hook"))),
+        ChannelConfig {
+            bot_token: Some(Secret::new("123456:ABC-test")),
+            chat_id: "-10042".into(),
+            api_url: base.to_string(),
+            ..channel("telegram", ChannelKind::Telegram, None)
+        },
+        channel("slack", ChannelKind::Slack, Some(format!("{base}/slack/hook"))),
+        channel("n8n", ChannelKind::Webhook, Some(format!("{base}/n8n/hook"))),
+    ]
+}
+
+async fn wait_for(seen: &Captured, pred: impl Fn(&(String, Value)) -> bool, what: &str) -> (String, Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(hit) = seen.lock().unwrap().iter().find(|x| pred(x)).cloned() {
+            return hit;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no {what}; got {:?}", seen.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn discord_telegram_slack_and_webhook_get_their_real_shapes_escaped_and_without_tokens() {
+    let (base, seen) = capture_server().await;
+    let app = TestApp::spawn_with(|s| s.notify.channels = channels(&base)).await;
+    let mut body: Value = serde_json::from_str(&std::fs::read_to_string(kuma("down_json.json")).unwrap()).unwrap();
+    body["heartbeat"]["msg"] = json!("<b>bold</b> & <script>x</script>");
+    let r = app.post_kuma_json(&body).await;
+    let id = r.json::<Value>().await.unwrap()["incident_id"].as_str().unwrap().to_string();
+
+    let (_, discord) = wait_for(
+        &seen,
+        |(p, b)| p == "/discord/hook" && b["embeds"][0]["title"].as_str().unwrap_or("").starts_with("Down"),
+        "discord alert",
+    )
+    .await;
+    let embed = &discord["embeds"][0];
+    assert_eq!(embed["color"], 0xE53935, "critical is red");
+    assert_eq!(embed["description"], "<b>bold</b> & <script>x</script>", "Discord embeds render no HTML");
+    assert_eq!(discord["allowed_mentions"], json!({"parse": []}), "no @everyone from log text");
+    assert!(embed["url"].as_str().unwrap().ends_with(&format!("/api/v1/incidents/{id}")));
+
+    let (path, telegram) = wait_for(&seen, |(p, _)| p.contains("/sendMessage"), "telegram").await;
+    assert_eq!(path, "/bot123456:ABC-test/sendMessage");
+    assert_eq!(telegram["chat_id"], "-10042");
+    assert_eq!(telegram["parse_mode"], "HTML");
+    let text = telegram["text"].as_str().unwrap();
+    assert!(text.contains("&lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;"), "{text}");
+    assert!(!text.contains("<script>"));
+
+    let (_, slack) = wait_for(&seen, |(p, _)| p == "/slack/hook", "slack").await;
+    assert!(slack["text"].as_str().unwrap().contains("&lt;script&gt;"));
+    let (_, hook) = wait_for(&seen, |(p, _)| p == "/n8n/hook", "webhook").await;
+    assert_eq!(hook["incident_id"], id.as_str());
+    assert!(hook["event"].is_string() && hook["service_name"].is_string());
+
+    // The escalation follows; no chat message ever carries an approval link.
+    wait_for(
+        &seen,
+        |(p, b)| p == "/discord/hook" && b["embeds"][0]["title"].as_str().unwrap_or("").starts_with("Needs a human"),
+        "escalation",
+    )
+    .await;
+    assert!(seen.lock().unwrap().iter().all(|(_, b)| !b.to_string().contains("/approvals/")));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daily_digest_goes_out_once_a_day_even_across_restarts() {
+    let (base, seen) = capture_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.notify.channels = channels(&base);
+    settings.notify.digest.enabled = true;
+    settings.notify.digest.time = "00:00".into();
+    let app = TestApp::spawn_in(dir, settings.clone()).await;
+    let (_, digest) = wait_for(
+        &seen,
+        |(p, b)| p == "/discord/hook" && b["embeds"][0]["title"].as_str().unwrap_or("").contains("digest"),
+        "digest",
+    )
+    .await;
+    assert!(digest["embeds"][0]["description"].as_str().unwrap().contains("opened"));
+    // The email digest went to the outbox too (as an .eml, no SMTP here).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let files: Vec<_> =
+            std::fs::read_dir(app.dir.path().join("outbox")).map(|d| d.flatten().collect()).unwrap_or_default();
+        if files.iter().any(|f| std::fs::read_to_string(f.path()).unwrap_or_default().contains("Daily digest")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no digest email");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dir = app.stop().await;
+    let app = TestApp::spawn_in(dir, settings).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let digests =
+        seen.lock().unwrap().iter().filter(|(p, b)| p == "/discord/hook" && b.to_string().contains("digest")).count();
+    assert_eq!(digests, 1, "not repeated after a restart on the same day");
+    app.stop().await;
+}
