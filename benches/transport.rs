@@ -96,6 +96,12 @@ async fn main() {
         ms(percentile(&latencies, 0.99))
     );
     println!("\n8 concurrent commands over one session: {rate:.0} commands/s");
+    println!(
+        "RESULT | ssh command over an established session, p50 / p99 | {} / {} | (no target)",
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99))
+    );
+    println!("RESULT | ssh session set-up + first command, p50 | {} | (no target)", ms(percentile(&setups, 0.5)));
 }
 
 fn host(sshd: &sshd::TestSshd, user: &str) -> medic::inventory::HostConfig {

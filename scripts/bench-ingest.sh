@@ -37,6 +37,7 @@ addr=$(sed -n 's/.*http:\/\///p' "$work/stdout" | head -n1)
 sleep 1
 rss_idle=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 
+result_16=""
 printf "%-12s %12s %10s %10s %10s\n" concurrency "acked req/s" p50 p99 non-2xx
 for c in 1 16 64; do
   threads=$(( c < 2 ? 1 : 2 ))
@@ -50,7 +51,10 @@ for c in 1 16 64; do
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   rate=$(awk -v t="$total" -v b="$bad" -v s="$secs" 'BEGIN {printf "%.0f", (t-b)/s}')
   printf "%-12s %12s %10s %10s %10s %s\n" "$c" "$rate" "$p50" "$p99" "$bad" "$errs"
+  if [[ "$c" == 16 ]]; then result_16="$rate acked/s, p99 $p99"; fi
 done
 rss_peak=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
 incidents=$(sqlite3 "$work/data/medic.db" "SELECT COUNT(*) FROM events" 2>/dev/null || echo "?")
 echo "RSS idle: $((rss_idle / 1024)) MiB, peak: $((rss_peak / 1024)) MiB; events stored: $incidents"
+echo "RESULT | ingest at concurrency 16 | ${result_16:-?} | >= 5000/s, p99 < 10 ms"
+echo "RESULT | ingest RSS idle | $((rss_idle / 1024)) MiB | < 30 MB"

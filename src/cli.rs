@@ -190,6 +190,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for warning in settings.warnings() {
                 println!("# warning: {warning}");
             }
+            // Monitors medic has seen that the inventory cannot map to a host.
+            if settings.db_path().exists()
+                && let Ok(store) = Store::open(&settings.store)
+                && let Ok(monitors) = store.known_monitors_blocking()
+            {
+                let inventory = crate::inventory::Inventory::new(settings.inventory.clone());
+                for (key, monitor) in monitors {
+                    if inventory.resolve(&key, &monitor).is_none() {
+                        println!(
+                            "# warning: monitor {key} ({:?}) maps to no host in [inventory]; its incidents escalate as \"no host mapping\"",
+                            monitor.name
+                        );
+                    }
+                }
+                store.close().await;
+            }
             print!("{}", settings.to_masked_toml());
             Ok(ExitCode::SUCCESS)
         }

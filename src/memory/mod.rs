@@ -122,9 +122,10 @@ pub struct MemoryEntry {
 }
 
 impl MemoryEntry {
-    /// The text that is embedded.
+    /// The text that is embedded: the situation (service, symptom, evidence signature), not the fix, so a
+    /// new incident (which knows only its situation) compares like with like.
     pub fn text(&self) -> String {
-        format!("{} {} {} {} {}", self.service, self.symptom, self.signature.join(" "), self.root_cause, self.command)
+        situation_text(&self.service, &self.symptom, &self.signature)
     }
 }
 
@@ -319,6 +320,11 @@ impl Memory {
             dense_embeddings: self.embedder.has_dense(),
         })
     }
+}
+
+/// How an incident's situation is put into words, for entries and for queries alike.
+pub fn situation_text(service: &str, symptom: &str, signature: &[String]) -> String {
+    format!("{service} {symptom} {}", signature.join(" "))
 }
 
 fn parse_jsonl(text: &str) -> Result<Vec<MemoryEntry>, MemoryError> {

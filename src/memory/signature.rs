@@ -39,7 +39,8 @@ pub fn normalize_line(line: &str) -> String {
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Up to `max` distinct normalised lines that look like they matter, from the alert message and evidence.
+/// Up to `max` distinct normalised lines that look like they matter, from the alert message and the
+/// output of the evidence commands that ran.
 pub fn signature(message: &str, evidence: &[EvidenceItem], max: usize) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut push = |line: &str| {
@@ -49,14 +50,11 @@ pub fn signature(message: &str, evidence: &[EvidenceItem], max: usize) -> Vec<St
         }
     };
     push(message);
-    for item in evidence {
+    // Only what the host said: a collection error (timeout, lost connection) describes medic's access to
+    // the host, not the fault, and would make the same fault look different under load.
+    for item in evidence.iter().filter(|i| i.error.is_none()) {
         for line in item.output.lines().rev().filter(|l| INTERESTING.is_match(l)).take(max) {
             push(line);
-        }
-        if let Some(e) = &item.error {
-            if INTERESTING.is_match(e) && !e.starts_with("not run") {
-                push(e);
-            }
         }
     }
     out

@@ -13,10 +13,11 @@ use crate::memory::signature::signature;
 use crate::memory::{MemoryEntry, Outcome, Scored, SearchFilter};
 use crate::store::IncidentRecord;
 
-/// The text an incident is searched by: the monitor's message and the evidence signature.
-pub fn memory_query(incident: &IncidentRecord) -> String {
-    let lines = signature(&incident.error_logs, &incident.details.evidence, 12);
-    format!("{} {}", incident.service_name, lines.join(" "))
+/// The text an incident is searched by: the same situation text a memory entry of it would have.
+pub fn memory_query(incident: &IncidentRecord, redactor: &crate::collect::redact::Redactor) -> String {
+    let symptom: String = redactor.redact(&incident.error_logs).chars().take(300).collect();
+    let lines = signature(&incident.error_logs, &incident.details.evidence, 10);
+    crate::memory::situation_text(&incident.service_name, &symptom, &lines)
 }
 
 /// Placeholder names used in a template (`{service}`, `--flag={size}`).
@@ -98,13 +99,14 @@ impl Pipeline {
         let Some(memory) = &self.stages.memory else { return (vec![], vec![]) };
         let filter = SearchFilter { service: None, include_negatives: true };
         let k = self.stages.diagnoser.config().retrieval_k;
-        let hits: Vec<Scored> = match memory.search(&memory_query(incident), &filter, k * 2).await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(error = %e, "Memory search failed; L2 gets no history.");
-                return (vec![], vec![]);
-            }
-        };
+        let hits: Vec<Scored> =
+            match memory.search(&memory_query(incident, &self.stages.redactor), &filter, k * 2).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Memory search failed; L2 gets no history.");
+                    return (vec![], vec![]);
+                }
+            };
         let fix = |h: &Scored| PastFix {
             score: h.score,
             service: h.entry.service.clone(),

@@ -112,7 +112,7 @@ impl Pipeline {
         let mut proposals: Vec<(Diagnosis, Option<uuid::Uuid>)> = Vec::new();
         if let Some(memory) = &self.stages.memory {
             let filter = SearchFilter { service: Some(incident.service_name.clone()), include_negatives: false };
-            match memory.search(&memory_query(incident), &filter, 1).await {
+            match memory.search(&memory_query(incident, &self.stages.redactor), &filter, 1).await {
                 Ok(hits) => {
                     if let Some(hit) =
                         hits.into_iter().next().filter(|h| f64::from(h.score) >= config.l0_min_similarity)

@@ -305,6 +305,26 @@ impl Store {
         .await
     }
 
+    /// Every monitor that has had an incident, with its last known description (for `check-config`).
+    pub fn known_monitors_blocking(&self) -> Result<Vec<(MonitorKey, crate::domain::MonitorInfo)>, StoreError> {
+        self.read_blocking(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT source, monitor_id, monitor_json FROM incidents i
+                 WHERE opened_at = (SELECT MAX(opened_at) FROM incidents j WHERE j.source = i.source AND j.monitor_id = i.monitor_id)
+                 ORDER BY source, monitor_id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(source, id, json)| {
+                    let source = source.parse::<crate::domain::Source>().map_err(StoreError::Corrupt)?;
+                    Ok((MonitorKey::new(source, id), serde_json::from_str(&json)?))
+                })
+                .collect()
+        })
+    }
+
     /// Cloud spend recorded in the ledger since `since` (US dollars).
     pub async fn spend_since(&self, since: DateTime<Utc>) -> Result<f64, StoreError> {
         self.read(move |conn| {

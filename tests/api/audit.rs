@@ -108,3 +108,36 @@ async fn hooks_replay_sends_a_capture_to_a_running_medic() {
     assert!(out.starts_with("401"), "{out}");
     medic.child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn check_config_warns_about_monitors_it_cannot_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut medic = MedicProcess::start(&config).await;
+    let client = reqwest::Client::new();
+    let body = std::fs::read_to_string(kuma("down_json.json")).unwrap();
+    let url = format!("http://{}/hooks/uptime-kuma", medic.addr);
+    let r = client
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    medic.child.kill().await.unwrap();
+    medic.wait().await;
+    let (code, out, _) = run_cli(&["--config", config.to_str().unwrap(), "check-config"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("# warning: monitor uptime_kuma:1 (\"Local Test API\") maps to no host"), "{out}");
+    // Mapped by a [[inventory.monitors]] entry: no warning.
+    let mapped = format!(
+        "{}\n[[inventory.hosts]]\nname = \"web1\"\naddress = \"127.0.0.1\"\n\n[[inventory.monitors]]\nmonitor_id = \"1\"\nhost = \"web1\"\n",
+        std::fs::read_to_string(&config).unwrap()
+    );
+    std::fs::write(&config, mapped).unwrap();
+    let (code, out, err) = run_cli(&["--config", config.to_str().unwrap(), "check-config"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("maps to no host"), "{out}");
+}

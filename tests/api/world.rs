@@ -22,6 +22,10 @@ pub struct Options {
     pub max_attempts: u32,
     pub verify_deadline: Duration,
     pub smtp: bool,
+    /// Log in as this user instead of the current one (benchmarks use a plain-shell user).
+    pub ssh_user: Option<String>,
+    /// Automatic actions allowed per (host, service) per hour.
+    pub max_actions_per_service: u32,
 }
 
 impl Default for Options {
@@ -33,6 +37,8 @@ impl Default for Options {
             max_attempts: 2,
             verify_deadline: Duration::from_secs(4),
             smtp: true,
+            ssh_user: None,
+            max_actions_per_service: 3,
         }
     }
 }
@@ -83,7 +89,13 @@ impl World {
         let mut settings = test_settings(dir.path());
         settings.gate.safe_commands = Some(rules_path.clone());
         settings.gate.policy.breaker_failures = options.breaker_failures;
-        settings.inventory.hosts = vec![sshd.host("web1")];
+        let mut host = sshd.host("web1");
+        if let Some(user) = &options.ssh_user {
+            host.user = user.clone();
+        }
+        settings.inventory.hosts = vec![host];
+        settings.gate.policy.max_actions_per_service = options.max_actions_per_service;
+        settings.gate.policy.max_actions_per_host = options.max_actions_per_service.max(6);
         settings.inventory.monitors = vec![MonitorMapping {
             monitor_id: Some("1".into()),
             host: "web1".into(),

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every benchmark (ingest, gate, memory, ssh transport, pipeline) and prints one table of the
+# headline figures. Each benchmark prints its full table first. Takes about 6 minutes on 2 cores.
+set -euo pipefail
+
+if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
+  echo "usage: scripts/bench-all.sh   (all benchmarks; headline table at the end)"
+  exit 0
+fi
+cd "$(dirname "$0")/.."
+scripts/test-deps.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medic-target}"
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+scripts/bench-ingest.sh 20s | tee -a "$out"
+cargo bench --locked --bench gate -- --warm-up-time 1 --measurement-time 3 typical_mix 2>&1 | tee /dev/stderr \
+  | awk '/thrpt:/ && !done {gsub(/\[|\]/, ""); print "RESULT | gate checks/s, typical mix, one core | " $4 " " $5 " | >= 1 M/s"; done = 1}' >> "$out"
+cargo bench --locked --bench memory 2>&1 | tee -a "$out"
+cargo bench --locked --bench transport 2>&1 | tee -a "$out"
+cargo bench --locked --bench pipeline 2>&1 | tee -a "$out"
+
+echo
+echo "| benchmark | measured | target |"
+echo "|---|---|---|"
+grep '^RESULT' "$out" | sed 's/^RESULT | /| /; s/$/ |/'
