@@ -8,9 +8,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::provider::{
-    Attempt, DiagnoseError, LlmProvider, LlmReply, LlmRequest, retry_after, send_error, with_retries,
-};
+use super::provider::{Attempt, DiagnoseError, LlmProvider, LlmReply, LlmRequest, send_json, with_retries};
 use crate::config::Secret;
 
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -74,23 +72,15 @@ impl AnthropicProvider {
             "system": request.system,
             "messages": [{"role": "user", "content": request.user}],
         });
-        let response = match self
+        let request = self
             .http
             .post(&self.url)
             .header("x-api-key", self.key.expose())
             .header("anthropic-version", ANTHROPIC_VERSION)
-            .json(&body)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return send_error(e, self.timeout),
-        };
-        let status = response.status().as_u16();
-        let after = retry_after(response.headers());
-        let text = match response.text().await {
-            Ok(t) => t,
-            Err(e) => return send_error(e, self.timeout),
+            .json(&body);
+        let (status, after, text) = match send_json(request, self.timeout).await {
+            Ok(reply) => reply,
+            Err(attempt) => return attempt,
         };
         match status {
             200 => match serde_json::from_str::<MessagesReply>(&text) {

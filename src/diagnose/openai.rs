@@ -7,9 +7,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::provider::{
-    Attempt, DiagnoseError, LlmProvider, LlmReply, LlmRequest, retry_after, send_error, with_retries,
-};
+use super::provider::{Attempt, DiagnoseError, LlmProvider, LlmReply, LlmRequest, send_json, with_retries};
 use crate::config::Secret;
 
 pub struct OpenAiProvider {
@@ -74,15 +72,9 @@ impl OpenAiProvider {
         if let Some(key) = &self.key {
             call = call.bearer_auth(key.expose());
         }
-        let response = match call.send().await {
-            Ok(r) => r,
-            Err(e) => return send_error(e, self.timeout),
-        };
-        let status = response.status().as_u16();
-        let after = retry_after(response.headers());
-        let text = match response.text().await {
-            Ok(t) => t,
-            Err(e) => return send_error(e, self.timeout),
+        let (status, after, text) = match send_json(call, self.timeout).await {
+            Ok(reply) => reply,
+            Err(attempt) => return attempt,
         };
         match status {
             200 => match serde_json::from_str::<Completion>(&text) {

@@ -130,6 +130,19 @@ pub(crate) fn send_error(e: reqwest::Error, timeout: Duration) -> Attempt {
     }
 }
 
+/// Sends a request and reads (status, Retry-After, body); a failure to send or read is an `Attempt` to
+/// return (timeouts and refused connections are retried).
+pub(crate) async fn send_json(
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<(u16, Option<Duration>, String), Attempt> {
+    let response = request.send().await.map_err(|e| send_error(e, timeout))?;
+    let status = response.status().as_u16();
+    let after = retry_after(response.headers());
+    let text = response.text().await.map_err(|e| send_error(e, timeout))?;
+    Ok((status, after, text))
+}
+
 /// `Retry-After` in seconds (the HTTP-date form is treated as absent).
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<f64>().ok().map(Duration::from_secs_f64)

@@ -141,3 +141,35 @@ async fn check_config_warns_about_monitors_it_cannot_map() {
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("maps to no host"), "{out}");
 }
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully_and_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut medic = MedicProcess::start(&config).await;
+    let client = reqwest::Client::new();
+    let body = std::fs::read_to_string(kuma("down_json.json")).unwrap();
+    let url = format!("http://{}/hooks/uptime-kuma", medic.addr);
+    let r = client
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let pid = medic.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status =
+        tokio::time::timeout(Duration::from_secs(30), medic.child.wait()).await.expect("exits after SIGTERM").unwrap();
+    assert!(status.success(), "clean exit: {status:?}");
+    // The WAL was checkpointed: the database alone holds everything.
+    assert!(std::fs::metadata(dir.path().join("data/medic.db-wal")).map(|m| m.len()).unwrap_or(0) == 0);
+    let (code, out, _) = run_cli(&["--config", config.to_str().unwrap(), "incidents", "list", "--json"]);
+    assert_eq!(code, 0);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.len(), 1);
+    let (code, _, _) = run_cli(&["--config", config.to_str().unwrap(), "audit", "verify"]);
+    assert_eq!(code, 0);
+}

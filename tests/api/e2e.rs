@@ -294,3 +294,39 @@ async fn scenario_7_an_up_during_the_fix_ends_in_one_explained_state() {
     );
     world.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dry_run_through_the_pipeline_records_would_run_and_tells_humans() {
+    let world = World::start(Options { l2: false, ..Options::default() }).await;
+    world.nginx.start();
+    world.nginx.stop();
+    let r = world
+        .app
+        .client
+        .put(world.app.url("/api/v1/dry-run"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    world.l1_says("nginx is stopped", 0.95, Some(&world.start_command()));
+    let id = world.down().await;
+    let incident = world.app.wait_incident(&id, 40, |i| i["waiting_for"].is_string()).await;
+    assert_eq!(incident["state"], "escalated");
+    let reason = incident["escalation_reason"].as_str().unwrap();
+    assert!(reason.starts_with("dry-run: would run"), "{reason}");
+    assert!(timeline_text(&incident).contains("would run (dry-run)"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!world.nginx.is_up(), "nothing was executed");
+    let outcome: String = world
+        .app
+        .store
+        .read(|conn| Ok(conn.query_row("SELECT outcome FROM actions", [], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(outcome, "dry_run");
+    let mail = world.smtp().wait_for("Needs a human", 15).await;
+    assert!(mail.text.contains("dry-run: would run"), "{}", mail.text);
+    world.app.stop().await;
+}

@@ -299,3 +299,20 @@ async fn the_local_transport_runs_argv_without_a_shell_and_kills_on_timeout() {
     let transports = medic::transport::Transports::new(TransportConfig::default());
     assert_eq!(transports.for_host(&host).describe(), "local");
 }
+
+#[tokio::test]
+async fn accept_new_trusts_a_first_key_and_records_it() {
+    let sshd = TestSshd::start();
+    std::fs::write(sshd.path("known_hosts"), "").unwrap();
+    let nginx = TestNginx::new();
+    let gate = test_gate(&nginx);
+    let (config, _ctl) = transport_config();
+    let mut host = sshd.host("web1");
+    host.known_hosts = medic::inventory::KnownHostsPolicy::AcceptNew;
+    let transport = SshTransport::new(host, config);
+    let out = transport.run(&diag(&gate, "uptime"), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(out.exit_code, 0);
+    let recorded = std::fs::read_to_string(sshd.path("known_hosts")).unwrap();
+    let key = std::fs::read_to_string(sshd.path("host_key.pub")).unwrap();
+    assert!(recorded.contains(key.split_whitespace().nth(1).unwrap()), "the host key was recorded: {recorded}");
+}
