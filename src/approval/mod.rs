@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::audit::AuditRecord;
-use crate::config::{ConfigError, Secret, empty_none};
+use crate::config::{ConfigError, empty_none};
 use crate::domain::{Actor, IncidentId, IncidentState, Transition};
 use crate::store::{Store, StoreError, WriteCtx};
 
@@ -30,14 +30,11 @@ pub struct ApprovalConfig {
     /// How long an approval link works.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
-    /// Unused placeholder for deployments that sign links; tokens are random and stored hashed.
-    #[serde(with = "empty_none")]
-    pub signing_key: Option<Secret>,
 }
 
 impl Default for ApprovalConfig {
     fn default() -> Self {
-        Self { public_url: None, ttl: Duration::from_secs(24 * 3600), signing_key: None }
+        Self { public_url: None, ttl: Duration::from_secs(24 * 3600) }
     }
 }
 

@@ -468,10 +468,25 @@ impl Pipeline {
                 },
             )
         });
+        // Memory first, so that once the incident shows resolved the next identical one heals from memory.
+        let feedback = self.memory_feedback(&incident, verification.verified, &command.join(" ")).await;
         let (verified, summary, action) = (verification.verified, verification.summary.clone(), d.pending_action_id);
         let from = incident.state;
         self.store
             .write(move |ctx| {
+                if let Some((entry_id, outcome)) = feedback {
+                    ctx.timeline(
+                        id,
+                        "memory",
+                        &format!("memory entry {entry_id}: {outcome}"),
+                        serde_json::Value::Null,
+                    )?;
+                    ctx.audit(
+                        Some(id),
+                        Actor::System,
+                        AuditRecord::MemoryFeedback { entry_id, outcome: outcome.into() },
+                    )?;
+                }
                 if let Some(action) = action {
                     ctx.set_action_outcome(
                         action,
@@ -503,51 +518,39 @@ impl Pipeline {
             })
             .await?;
         self.stages.notifier.kick();
-        self.memory_feedback(&incident, verified, &command.join(" ")).await;
         Ok(Step::Continue)
     }
 
-    /// Verified fixes become validated memory; a remembered fix that failed is demoted.
-    async fn memory_feedback(&self, incident: &IncidentRecord, verified: bool, command: &str) {
-        let Some(memory) = &self.stages.memory else { return };
+    /// Verified fixes become validated memory; a remembered fix that failed is demoted. Returns what was
+    /// done (entry id, outcome) for the timeline and the audit log; a memory failure is logged, not fatal.
+    async fn memory_feedback(
+        &self,
+        incident: &IncidentRecord,
+        verified: bool,
+        command: &str,
+    ) -> Option<(String, &'static str)> {
+        let memory = self.stages.memory.as_ref()?;
         let d = &incident.details;
         let result = if verified {
             if d.fix_source.as_deref() == Some("l0-memory") {
-                return; // already remembered
+                return None; // already remembered
             }
             let entry = self.memory_entry(incident, command, Outcome::Verified, None);
             let entry_id = entry.id;
             memory.store(&entry).await.map(|_| (entry_id.to_string(), "stored as validated fix"))
         } else {
-            match d.fix_memory_entry.as_deref().and_then(|e| e.parse().ok()) {
-                Some(entry) => memory
-                    .demote(entry, &format!("failed verification on incident {}", incident.id))
-                    .await
-                    .map(|_| (entry.to_string(), "demoted: failed verification")),
-                None => return,
-            }
+            let entry: uuid::Uuid = d.fix_memory_entry.as_deref().and_then(|e| e.parse().ok())?;
+            memory
+                .demote(entry, &format!("failed verification on incident {}", incident.id))
+                .await
+                .map(|_| (entry.to_string(), "demoted: failed verification"))
         };
         match result {
-            Ok((entry_id, outcome)) => {
-                let id = incident.id;
-                let _ = self
-                    .store
-                    .write(move |ctx| {
-                        ctx.timeline(
-                            id,
-                            "memory",
-                            &format!("memory entry {entry_id}: {outcome}"),
-                            serde_json::Value::Null,
-                        )?;
-                        ctx.audit(
-                            Some(id),
-                            Actor::System,
-                            AuditRecord::MemoryFeedback { entry_id, outcome: outcome.into() },
-                        )
-                    })
-                    .await;
+            Ok(done) => Some(done),
+            Err(e) => {
+                warn!(error = %e, "Memory feedback failed.");
+                None
             }
-            Err(e) => warn!(error = %e, "Memory feedback failed."),
         }
     }
 

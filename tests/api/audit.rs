@@ -5,6 +5,25 @@ use std::time::Duration;
 use crate::helpers::{TOKEN, kuma};
 use crate::process::{MedicProcess, run_cli, write_config};
 
+/// Starts medic as a process in a fresh dir and sends it one captured DOWN.
+async fn medic_with_one_down() -> (tempfile::TempDir, std::path::PathBuf, MedicProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let medic = MedicProcess::start(&config).await;
+    let body = std::fs::read_to_string(kuma("down_json.json")).unwrap();
+    let url = format!("http://{}/hooks/uptime-kuma", medic.addr);
+    let r = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    (dir, config, medic)
+}
+
 #[tokio::test]
 async fn audit_verify_passes_then_names_a_tampered_row() {
     let dir = tempfile::tempdir().unwrap();
@@ -111,21 +130,7 @@ async fn hooks_replay_sends_a_capture_to_a_running_medic() {
 
 #[tokio::test]
 async fn check_config_warns_about_monitors_it_cannot_map() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "");
-    let mut medic = MedicProcess::start(&config).await;
-    let client = reqwest::Client::new();
-    let body = std::fs::read_to_string(kuma("down_json.json")).unwrap();
-    let url = format!("http://{}/hooks/uptime-kuma", medic.addr);
-    let r = client
-        .post(&url)
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    let (_dir, config, mut medic) = medic_with_one_down().await;
     medic.child.kill().await.unwrap();
     medic.wait().await;
     let (code, out, _) = run_cli(&["--config", config.to_str().unwrap(), "check-config"]);
@@ -144,21 +149,7 @@ async fn check_config_warns_about_monitors_it_cannot_map() {
 
 #[tokio::test]
 async fn sigterm_shuts_down_gracefully_and_keeps_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "");
-    let mut medic = MedicProcess::start(&config).await;
-    let client = reqwest::Client::new();
-    let body = std::fs::read_to_string(kuma("down_json.json")).unwrap();
-    let url = format!("http://{}/hooks/uptime-kuma", medic.addr);
-    let r = client
-        .post(&url)
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    let (dir, config, mut medic) = medic_with_one_down().await;
     let pid = medic.child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status =
