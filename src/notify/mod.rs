@@ -308,6 +308,15 @@ impl Notifier {
         format!("{}/api/v1/incidents/{id}", self.public_url.as_str().trim_end_matches('/'))
     }
 
+    /// Like [`Notifier::prepare`], but a failure to build is logged and yields nothing: a notification
+    /// problem never blocks an incident's state change.
+    pub fn prepare_or_log(&self, event: NotifyEvent, incident: &IncidentRecord, details: &EventDetails) -> Prepared {
+        self.prepare(event, incident, details).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, event = event.as_str(), "Could not build a notification.");
+            Prepared::default()
+        })
+    }
+
     /// Outbox rows (and approval tokens) for an event about an incident.
     pub fn prepare(
         &self,

@@ -223,22 +223,6 @@ impl Pipeline {
         let _ = self.store.write(move |ctx| ctx.timeline(id, kind, &message, serde_json::Value::Null)).await;
     }
 
-    /// Builds an event's notifications; a failure to build is logged, never fatal to the incident.
-    fn prepare(
-        &self,
-        event: NotifyEvent,
-        incident: &IncidentRecord,
-        details: &EventDetails,
-    ) -> crate::notify::Prepared {
-        match self.stages.notifier.prepare(event, incident, details) {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(error = %e, event = event.as_str(), "Could not build a notification.");
-                crate::notify::Prepared::default()
-            }
-        }
-    }
-
     /// Retries exhausted or a non-transient error: escalate to humans, or fail on a bug.
     async fn give_up(&self, id: IncidentId, error: &PipelineError) {
         let Ok(Some(incident)) = self.store.incident(id).await else { return };
@@ -251,7 +235,7 @@ impl Pipeline {
         } else {
             IncidentState::Escalated
         };
-        let prepared = self.prepare(
+        let prepared = self.stages.notifier.prepare_or_log(
             NotifyEvent::Escalation,
             &incident,
             &EventDetails { reason: Some(reason.clone()), ..Default::default() },

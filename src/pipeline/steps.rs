@@ -32,7 +32,7 @@ impl Pipeline {
             shown.service_name = t.service.clone();
             shown.host = Some(t.host.name.clone());
         }
-        let prepared = self.prepare(NotifyEvent::Alert, &shown, &EventDetails::default());
+        let prepared = self.stages.notifier.prepare_or_log(NotifyEvent::Alert, &shown, &EventDetails::default());
         let (id, from) = (incident.id, incident.state);
         let result = match target {
             None => {
@@ -457,7 +457,7 @@ impl Pipeline {
         let mut shown = incident.clone();
         shown.state = to;
         let prepared = event.map(|e| {
-            self.prepare(
+            self.stages.notifier.prepare_or_log(
                 e,
                 &shown,
                 &EventDetails {
@@ -656,7 +656,7 @@ impl Pipeline {
         let breaker = incident.details.breaker.clone();
         match to_approve {
             Some(argv) => {
-                let prepared = self.prepare(
+                let prepared = self.stages.notifier.prepare_or_log(
                     NotifyEvent::NeedsApproval,
                     &incident,
                     &EventDetails {
@@ -691,7 +691,7 @@ impl Pipeline {
 
     /// No actionable recommendation: email the evidence to humans and wait.
     async fn park_with_escalation_email(&self, incident: &IncidentRecord, reason: &str) -> Result<Step, PipelineError> {
-        let prepared = self.prepare(
+        let prepared = self.stages.notifier.prepare_or_log(
             NotifyEvent::Escalation,
             incident,
             &EventDetails {

@@ -78,7 +78,7 @@ impl SshTransport {
     }
 
     fn connect_error(&self, error: openssh::Error) -> TransportError {
-        let message = error_chain(&error);
+        let message = super::error_text(&error);
         let lower = message.to_ascii_lowercase();
         if lower.contains("host key verification failed")
             || lower.contains("host key")
@@ -96,10 +96,6 @@ impl SshTransport {
     }
 }
 
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    super::error_text(error)
-}
-
 #[async_trait]
 impl Transport for SshTransport {
     async fn run(&self, command: &dyn GatedCommand, timeout: Duration) -> Result<CommandOutput, TransportError> {
@@ -115,7 +111,7 @@ impl Transport for SshTransport {
             .stdin(openssh::Stdio::null())
             .stdout(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped());
-        let mut child = remote.spawn().await.map_err(|e| TransportError::Spawn(error_chain(&e)))?;
+        let mut child = remote.spawn().await.map_err(|e| TransportError::Spawn(super::error_text(&e)))?;
         let stdout = child.stdout().take().expect("stdout is piped");
         let stderr = child.stderr().take().expect("stderr is piped");
         let cap = self.config.max_output_bytes;
@@ -148,7 +144,7 @@ impl Transport for SshTransport {
             }
             Err(e) => {
                 self.drop_session().await;
-                Err(TransportError::Disconnected { host: self.destination(), message: error_chain(&e) })
+                Err(TransportError::Disconnected { host: self.destination(), message: super::error_text(&e) })
             }
         }
     }

@@ -68,14 +68,12 @@ async fn persist(
     incident: &crate::store::IncidentRecord,
     details: &crate::notify::EventDetails,
 ) {
-    match state.notifier.prepare(event, incident, details) {
-        Ok(prepared) if !prepared.is_empty() => {
-            if let Err(e) = state.store.write(move |ctx| prepared.persist(ctx)).await {
-                tracing::warn!(error = %e, "Could not queue a notification.");
-            }
-            state.notifier.kick();
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "Could not build a notification."),
+    let prepared = state.notifier.prepare_or_log(event, incident, details);
+    if prepared.is_empty() {
+        return;
     }
+    if let Err(e) = state.store.write(move |ctx| prepared.persist(ctx)).await {
+        tracing::warn!(error = %e, "Could not queue a notification.");
+    }
+    state.notifier.kick();
 }

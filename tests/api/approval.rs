@@ -18,12 +18,6 @@ async fn awaiting(world: &World) -> (String, Mail) {
     (id, mail)
 }
 
-async fn fields(world: &World, link: &str) -> std::collections::HashMap<String, String> {
-    let page = world.app.client.get(link).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    form_fields(&page.text().await.unwrap())
-}
-
 async fn post(world: &World, link: &str, form: &[(&str, &str)]) -> (u16, String) {
     let r = world.app.client.post(link).form(form).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
@@ -46,7 +40,7 @@ async fn links_resist_prefetch_tampering_missing_csrf_replay_and_other_incidents
     let world = World::start(Options { l1: false, ..Options::default() }).await;
     let (id, mail) = awaiting(&world).await;
     let link = approval_link(&mail);
-    let f = fields(&world, &link).await;
+    let f = world.confirm_fields(&link).await;
     let (csrf, incident, hash) = (f["csrf"].as_str(), f["incident_id"].as_str(), f["command_hash"].as_str());
     assert_eq!(incident, id);
 
@@ -169,7 +163,7 @@ async fn twenty_concurrent_approvals_run_the_command_exactly_once() {
     let world = World::start(Options { l1: false, ..Options::default() }).await;
     let (id, mail) = awaiting(&world).await;
     let link = approval_link(&mail);
-    let f = fields(&world, &link).await;
+    let f = world.confirm_fields(&link).await;
     let form: Vec<(String, String)> = vec![
         ("decision".into(), "approve".into()),
         ("csrf".into(), f["csrf"].clone()),
@@ -235,7 +229,7 @@ async fn expired_links_change_nothing() {
     let world = World { options_settings: settings, ..world }.restart().await;
     let (id, mail) = awaiting(&world).await;
     let link = approval_link(&mail);
-    let f = fields(&world, &link).await;
+    let f = world.confirm_fields(&link).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(world.app.client.get(&link).send().await.unwrap().status(), 410);
     let (status, body) = post(

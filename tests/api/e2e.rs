@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::fake_llm::{Reply, ollama_chat};
 use crate::helpers::TOKEN;
 use crate::smtp::approval_link;
-use crate::world::{Options, World, form_fields};
+use crate::world::{Options, World};
 
 fn timeline_kinds(incident: &Value) -> Vec<String> {
     incident["timeline"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect()
@@ -28,9 +28,7 @@ fn timeline_text(incident: &Value) -> String {
 
 /// GETs the confirm page, then POSTs the decision with the page's own form fields.
 async fn decide(world: &World, link: &str, decision: &str, reason: &str) -> reqwest::Response {
-    let page = world.app.client.get(link).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    let fields = form_fields(&page.text().await.unwrap());
+    let fields = world.confirm_fields(link).await;
     let mut form = vec![("decision", decision.to_string()), ("reason", reason.to_string())];
     for key in ["csrf", "incident_id", "command_hash"] {
         form.push((key, fields.get(key).cloned().unwrap_or_default()));

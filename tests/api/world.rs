@@ -215,6 +215,13 @@ impl World {
         World { sshd, nginx, llm, smtp, app, rules, options_settings }
     }
 
+    /// GETs an approval link's confirm page and returns its hidden form fields.
+    pub async fn confirm_fields(&self, link: &str) -> std::collections::HashMap<String, String> {
+        let page = self.app.client.get(link).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        form_fields(&page.text().await.unwrap())
+    }
+
     pub fn token(&self) -> &'static str {
         TOKEN
     }
