@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what the tests need, then runs every test and lints the shell scripts.
+# The whole test suite: installs what the tests need (Debian packages, the real local model and its
+# runtime), then runs every test and lints the shell scripts.
 # This is the README's test command and what .ci/run calls.
 set -euo pipefail
 
 if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
-  echo "usage: scripts/test.sh   (installs test dependencies, then cargo test and shellcheck)"
+  echo "usage: scripts/test.sh   (installs test dependencies and the test model, then cargo test and shellcheck)"
   exit 0
 fi
 
 cd "$(dirname "$0")/.."
 scripts/test-deps.sh
+# The real local model for the level-1 tests (fetched, verified and cached outside the clone).
+scripts/test-model.sh
 
 # Reuse a build cache outside the clone when there is one; a cold build works too.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medic-target}"

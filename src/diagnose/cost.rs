@@ -42,6 +42,8 @@ pub struct CallRecord {
     pub tokens_out: u64,
     pub cost: f64,
     pub attempts: u32,
+    /// Wall time of the call, retries included.
+    pub duration_ms: u64,
     pub outcome: String,
 }
 

@@ -8,6 +8,7 @@
 //! levels and the escalation policy live in `pipeline/`.
 
 pub mod anthropic;
+pub mod compact;
 pub mod cost;
 pub mod l0;
 pub mod ollama;
@@ -90,6 +91,14 @@ pub struct DiagnoseConfig {
     pub retrieval_k: usize,
     /// Characters of evidence put into a prompt.
     pub evidence_max_chars: usize,
+    /// Compact the evidence in prompts (timestamps, ids and client fields stripped, repeats folded, the
+    /// lines that matter kept); emails and the API keep the full evidence.
+    pub compact_evidence: bool,
+    /// With compaction, lines kept per diagnostic command.
+    pub compact_max_lines: usize,
+    /// Level 1 chooses its command from the allowed commands spelled out (an enum in the reply schema,
+    /// enforced by Ollama and OpenAI-compatible servers) when there are at most 64 of them.
+    pub constrain_l1_commands: bool,
     /// L2 recommendations always need a human unless this is false (they still pass the gate and policy).
     pub l2_requires_human_approval: bool,
     pub l1: ProviderConfig,
@@ -108,6 +117,9 @@ impl Default for DiagnoseConfig {
             l0_min_similarity: 0.8,
             retrieval_k: 5,
             evidence_max_chars: 12_000,
+            compact_evidence: true,
+            compact_max_lines: 40,
+            constrain_l1_commands: true,
             l2_requires_human_approval: true,
             l1: ProviderConfig {
                 provider: ProviderKind::Ollama,
@@ -145,6 +157,9 @@ impl DiagnoseConfig {
         }
         if !(0.0..=1.0).contains(&self.l0_min_similarity) {
             return Err(ConfigError::invalid("diagnose.l0_min_similarity", "must be between 0 and 1"));
+        }
+        if self.compact_max_lines < 10 {
+            return Err(ConfigError::invalid("diagnose.compact_max_lines", "must be at least 10"));
         }
         if self.max_attempts == 0 {
             return Err(ConfigError::invalid("diagnose.max_attempts", "must be at least 1"));
@@ -273,12 +288,15 @@ impl Diagnoser {
             Ok(p) => p,
             Err(e) => return (Err(e), None),
         };
-        let schema = match kind {
-            PromptKind::L1 => parse::diagnosis_schema(),
-            PromptKind::L2 => parse::recommendation_schema(),
+        let schema = match (&context.reply_schema, kind) {
+            (serde_json::Value::Object(_), _) => context.reply_schema.clone(),
+            (_, PromptKind::L1) => parse::diagnosis_schema(&[]),
+            (_, PromptKind::L2) => parse::recommendation_schema(),
         };
         let request = LlmRequest { system, user, schema, max_tokens, temperature };
+        let started = std::time::Instant::now();
         let result = provider.complete(&request).await;
+        let duration_ms = started.elapsed().as_millis() as u64;
         let record = match &result {
             Ok(reply) => CallRecord {
                 level: level.into(),
@@ -288,6 +306,7 @@ impl Diagnoser {
                 tokens_out: reply.tokens_out,
                 cost: cost::cost(&self.config.prices, provider.model(), reply.tokens_in, reply.tokens_out),
                 attempts: reply.attempts,
+                duration_ms,
                 outcome: "replied".into(),
             },
             Err(e) => CallRecord {
@@ -298,6 +317,7 @@ impl Diagnoser {
                 tokens_out: 0,
                 cost: 0.0,
                 attempts: 0,
+                duration_ms,
                 outcome: e.to_string(),
             },
         };

@@ -34,14 +34,26 @@ struct RawRecommendation {
     requires_human_approval: bool,
 }
 
-pub fn diagnosis_schema() -> Value {
+/// The level-1 reply schema. `choices`: the concrete allowed commands for this incident; when given,
+/// `action_command` is an enum of them plus "none", so a server that enforces the schema (Ollama's
+/// `format`, OpenAI's `json_schema`) cannot even produce another string. The gate checks the reply
+/// all the same. "none" rather than JSON null: small models pick `null` almost whatever the evidence
+/// says (measured with Qwen2.5-Coder-0.5B); null, "" and "none" all parse as "no command".
+pub fn diagnosis_schema(choices: &[String]) -> Value {
+    let command = if choices.is_empty() {
+        json!({"type": "string", "maxLength": 256, "description": "one allowed command exactly as listed, or \"none\""})
+    } else {
+        let mut values: Vec<Value> = choices.iter().map(|c| json!(c)).collect();
+        values.push(json!("none"));
+        json!({"type": "string", "enum": values, "description": "the allowed command that fixes the cause, or \"none\""})
+    };
     json!({
         "type": "object",
         "properties": {
-            "cause": {"type": "string", "description": "the most likely cause, one or two sentences"},
+            "cause": {"type": "string", "maxLength": 300, "description": "the most likely cause, one or two sentences"},
             "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-            "action_command": {"type": ["string", "null"], "description": "one allowed command, or null"},
-            "rationale": {"type": "string"}
+            "action_command": command,
+            "rationale": {"type": "string", "maxLength": 400, "description": "why, in one to three sentences"}
         },
         "required": ["cause", "confidence", "action_command", "rationale"],
         "additionalProperties": false
@@ -159,6 +171,19 @@ pub fn recommendation(reply: &str, force_human: bool) -> Result<Recommendation, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_l1_schema_enumerates_the_choices_when_given() {
+        let choices = ["systemctl restart nginx".to_string()];
+        let schema = diagnosis_schema(&choices);
+        assert_eq!(schema["properties"]["action_command"]["enum"], json!(["systemctl restart nginx", "none"]));
+        let open = diagnosis_schema(&[]);
+        assert_eq!(open["properties"]["action_command"]["type"], "string");
+        assert!(open["properties"]["action_command"].get("enum").is_none());
+        // "none" from the enum means no command.
+        let d = diagnosis(r#"{"cause":"c","confidence":0.4,"action_command":"none","rationale":"r"}"#, "l1").unwrap();
+        assert_eq!(d.action_command, None);
+    }
 
     #[test]
     fn diagnosis_replies_parse_strictly() {

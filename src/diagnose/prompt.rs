@@ -80,7 +80,14 @@ pub struct PromptContext {
     pub nonce: String,
     pub allowed_commands: Vec<AllowedCommand>,
     pub allowed_values: std::collections::BTreeMap<String, Vec<String>>,
+    /// Every allowed command spelled out for this incident (templates with their placeholders filled),
+    /// when that list is finite and short; empty otherwise. Level 1 chooses from it.
+    pub command_choices: Vec<AllowedCommand>,
+    /// The reply schema as text, for the prompt.
     pub schema: String,
+    /// The reply schema sent to the provider (structured output).
+    #[serde(skip)]
+    pub reply_schema: serde_json::Value,
     pub min_confidence: f64,
     pub l1: Option<L1Attempt>,
     pub past_fixes: Vec<PastFix>,
@@ -196,6 +203,25 @@ mod tests {
         assert!(user.contains("fix: `systemctl restart nginx`"));
         assert!(user.contains("rejected because logs were fine"));
         assert!(user.contains("none (level 1 not configured"));
+    }
+
+    #[test]
+    fn level_1_lists_the_spelled_out_commands_when_it_has_them() {
+        let prompts = Prompts::new(None);
+        let mut values = std::collections::BTreeMap::new();
+        values.insert("service".to_string(), vec!["nginx".to_string()]);
+        let context = PromptContext {
+            allowed_commands: vec![AllowedCommand {
+                template: "systemctl restart {service}".into(),
+                mode: "auto".into(),
+            }],
+            allowed_values: values,
+            command_choices: vec![AllowedCommand { template: "systemctl restart nginx".into(), mode: "auto".into() }],
+            ..Default::default()
+        };
+        let (system, _) = prompts.render(PromptKind::L1, &context).unwrap();
+        assert!(system.contains("- `systemctl restart nginx`"), "{system}");
+        assert!(!system.contains("{service}"), "no templates when the commands are spelled out: {system}");
     }
 
     #[test]

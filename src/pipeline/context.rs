@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 
 use super::Pipeline;
-use crate::diagnose::prompt::{AllowedCommand, IncidentFacts, L1Attempt, PastFix, PromptContext};
+use crate::diagnose::compact::compact;
+use crate::diagnose::parse::{diagnosis_schema, recommendation_schema};
+use crate::diagnose::prompt::{AllowedCommand, IncidentFacts, L1Attempt, PastFix, PromptContext, PromptKind};
 use crate::domain::evidence::render;
 use crate::inventory::Target;
 use crate::memory::signature::signature;
@@ -18,6 +20,36 @@ pub fn memory_query(incident: &IncidentRecord, redactor: &crate::collect::redact
     let symptom: String = redactor.redact(&incident.error_logs).chars().take(300).collect();
     let lines = signature(&incident.error_logs, &incident.details.evidence, 10);
     crate::memory::situation_text(&incident.service_name, &symptom, &lines)
+}
+
+/// Most commands spelled out for level 1 to choose from; past it, level 1 gets the templates.
+const MAX_CHOICES: usize = 64;
+
+/// Every template with its placeholders filled from `values`, in order; None when a placeholder has no
+/// finite set of values or there would be more than `max`.
+fn spell_out(
+    templates: &[AllowedCommand],
+    values: &BTreeMap<String, Vec<String>>,
+    max: usize,
+) -> Option<Vec<AllowedCommand>> {
+    let mut out: Vec<AllowedCommand> = Vec::new();
+    for command in templates {
+        let mut filled = vec![command.template.clone()];
+        for name in placeholders(&command.template) {
+            let options = values.get(&name)?;
+            let marker = &format!("{{{name}}}");
+            filled =
+                filled.iter().flat_map(|partial| options.iter().map(move |v| partial.replacen(marker, v, 1))).collect();
+            if filled.len() > max {
+                return None;
+            }
+        }
+        out.extend(filled.into_iter().map(|template| AllowedCommand { template, mode: command.mode.clone() }));
+        if out.len() > max {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 /// Placeholder names used in a template (`{service}`, `--flag={size}`).
@@ -38,17 +70,19 @@ impl Pipeline {
         &self,
         incident: &IncidentRecord,
         target: Option<&Target>,
-        schema: serde_json::Value,
+        kind: PromptKind,
     ) -> PromptContext {
         let host = target.map(|t| t.host.name.clone());
         let redact = |text: &str| self.stages.redactor.redact(text);
-        let allowed_commands: Vec<AllowedCommand> = self
+        let mut allowed_commands: Vec<AllowedCommand> = self
             .stages
             .gate
             .action_templates(host.as_deref())
             .into_iter()
             .map(|(template, mode)| AllowedCommand { template, mode: format!("{mode:?}").to_lowercase() })
             .collect();
+        // Automatic commands first: models (small ones most) lean towards the first in a list.
+        allowed_commands.sort_by_key(|c| c.mode == "approval");
         let mut allowed_values = BTreeMap::new();
         for command in &allowed_commands {
             for name in placeholders(&command.template) {
@@ -61,6 +95,17 @@ impl Pipeline {
                 }
             }
         }
+        let config = self.stages.diagnoser.config();
+        let command_choices = match kind {
+            PromptKind::L1 if config.constrain_l1_commands => {
+                spell_out(&allowed_commands, &allowed_values, MAX_CHOICES).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        let schema = match kind {
+            PromptKind::L1 => diagnosis_schema(&command_choices.iter().map(|c| c.template.clone()).collect::<Vec<_>>()),
+            PromptKind::L2 => recommendation_schema(),
+        };
         let d = &incident.details;
         PromptContext {
             incident: IncidentFacts {
@@ -73,12 +118,20 @@ impl Pipeline {
                 since: incident.first_down_at.to_rfc3339(),
                 down_count: incident.down_count,
             },
-            evidence: render(&d.evidence, self.stages.diagnoser.config().evidence_max_chars),
+            evidence: {
+                if config.compact_evidence {
+                    render(&compact(&d.evidence, config.compact_max_lines), config.evidence_max_chars)
+                } else {
+                    render(&d.evidence, config.evidence_max_chars)
+                }
+            },
             nonce: crate::random_token(9),
             allowed_commands,
             allowed_values,
-            schema: serde_json::to_string_pretty(&schema).unwrap_or_default(),
-            min_confidence: self.stages.diagnoser.config().min_confidence,
+            command_choices,
+            schema: serde_json::to_string(&schema).unwrap_or_default(),
+            reply_schema: schema,
+            min_confidence: config.min_confidence,
             l1: d.level_1_diagnosis.as_ref().map(|l1| L1Attempt {
                 cause: redact(&l1.cause),
                 confidence: l1.confidence,
@@ -166,5 +219,32 @@ mod tests {
             ["service", "lines", "size"]
         );
         assert!(placeholders("df -h").is_empty());
+    }
+
+    #[test]
+    fn allowed_commands_are_spelled_out_when_finite_and_few() {
+        let cmd = |t: &str, m: &str| AllowedCommand { template: t.into(), mode: m.into() };
+        let templates = [
+            cmd("systemctl restart {service}", "auto"),
+            cmd("journalctl --vacuum-size={size}", "approval"),
+            cmd("df -h", "auto"),
+        ];
+        let mut values = BTreeMap::new();
+        values.insert("service".to_string(), vec!["nginx".to_string(), "docker".to_string()]);
+        values.insert("size".to_string(), vec!["200M".to_string()]);
+        let out = spell_out(&templates, &values, 64).unwrap();
+        let spelled: Vec<(&str, &str)> = out.iter().map(|c| (c.template.as_str(), c.mode.as_str())).collect();
+        assert_eq!(
+            spelled,
+            [
+                ("systemctl restart nginx", "auto"),
+                ("systemctl restart docker", "auto"),
+                ("journalctl --vacuum-size=200M", "approval"),
+                ("df -h", "auto")
+            ]
+        );
+        assert!(spell_out(&templates, &values, 3).is_none(), "more than the cap: templates instead");
+        values.remove("size");
+        assert!(spell_out(&templates, &values, 64).is_none(), "a placeholder without a finite set of values");
     }
 }

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 use super::context::memory_query;
 use super::{Pipeline, PipelineError, Step};
 use crate::audit::AuditRecord;
-use crate::diagnose::parse::{diagnosis_schema, recommendation_schema};
+use crate::diagnose::prompt::PromptKind;
 use crate::domain::{Actor, Diagnosis, IncidentState, Transition};
 use crate::gate::policy::{ActionOutcome, PolicyRequest};
 use crate::gate::{ApprovedCommand, Authority, PolicyDecision, Verdict};
@@ -163,7 +163,7 @@ impl Pipeline {
             reasons.push("level 1 not configured".into());
             return self.escalate_with(incident, &reasons.join("; ")).await;
         }
-        let context = self.prompt_context(incident, Some(&target), diagnosis_schema());
+        let context = self.prompt_context(incident, Some(&target), PromptKind::L1);
         let (result, record) = self.stages.diagnoser.level1(&context).await;
         if let Some(record) = record {
             let id = incident.id;
@@ -568,7 +568,7 @@ impl Pipeline {
                 notes.push(why.clone());
                 self.note(incident.id, "budget", &why).await;
             } else {
-                let mut context = self.prompt_context(incident, target.as_ref(), recommendation_schema());
+                let mut context = self.prompt_context(incident, target.as_ref(), PromptKind::L2);
                 let (past, rejected) = self.retrieve(incident).await;
                 context.past_fixes = past;
                 context.rejected_fixes = rejected;

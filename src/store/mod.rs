@@ -717,8 +717,15 @@ impl WriteCtx<'_> {
             id,
             "model_call",
             &format!(
-                "{} via {} ({}): {} tokens in, {} out, ${:.6}; {}",
-                call.level, call.provider, call.model, call.tokens_in, call.tokens_out, call.cost, call.outcome
+                "{} via {} ({}): {} tokens in, {} out, ${:.6}, {:.1} s; {}",
+                call.level,
+                call.provider,
+                call.model,
+                call.tokens_in,
+                call.tokens_out,
+                call.cost,
+                call.duration_ms as f64 / 1000.0,
+                call.outcome
             ),
             serde_json::to_value(call)?,
         )?;

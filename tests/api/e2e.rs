@@ -63,6 +63,7 @@ async fn scenario_1_nginx_stopped_is_healed_automatically_and_audited() {
     assert_eq!(request["format"]["required"], json!(["cause", "confidence", "action_command", "rationale"]));
     assert_eq!(request["options"]["temperature"], 0.0);
     let user = request["messages"][1]["content"].as_str().unwrap();
+    std::fs::write("/tmp/l1_request.json", serde_json::to_string_pretty(request).unwrap()).unwrap();
     assert!(user.contains("<<<EVIDENCE") && user.contains("$ uptime"), "{user}");
     // An FYI email, both parts.
     let mail = world.smtp().wait_for("Fixed automatically: nginx", 15).await;

@@ -105,7 +105,7 @@ impl Drop for TestSshd {
     }
 }
 
-/// A real nginx on a loopback port, controlled by `<dir>/bin/test-nginx start|stop|noop`.
+/// A real nginx on a loopback port, controlled by `<dir>/bin/test-nginx start|stop|restart|status|noop`.
 pub struct TestNginx {
     pub port: u16,
     pub dir: TempDir,
@@ -128,12 +128,15 @@ impl TestNginx {
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
         let script = format!(
-            "#!/bin/sh\n# Test control script for the test nginx (start, stop, noop).\nset -eu\ncase \"$1\" in\n\
+            "#!/bin/sh\n# Test control script for the test nginx (start, stop, restart, status, noop).\nset -eu\ncase \"$1\" in\n\
              start) exec /usr/sbin/nginx -e {d}/logs/error.log -c {d}/nginx.conf -p {d} ;;\n\
              stop) if [ -f {d}/nginx.pid ]; then kill \"$(cat {d}/nginx.pid)\"; fi\n\
                    i=0; while [ -f {d}/nginx.pid ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done ;;\n\
              noop) echo 'did nothing' ;;\n\
-             *) echo \"usage: $0 start|stop|noop\" >&2; exit 2 ;;\nesac\n"
+             restart) \"$0\" stop; exec \"$0\" start ;;\n\
+             status) if [ -f {d}/nginx.pid ] && kill -0 \"$(cat {d}/nginx.pid)\" 2>/dev/null; then \
+                     echo \"nginx is running (pid $(cat {d}/nginx.pid))\"; else echo 'nginx is not running'; exit 3; fi ;;\n\
+             *) echo \"usage: $0 start|stop|restart|status|noop\" >&2; exit 2 ;;\nesac\n"
         );
         let path = dir.path().join("bin/test-nginx");
         std::fs::write(&path, script).unwrap();

@@ -26,6 +26,20 @@ pub struct Options {
     pub ssh_user: Option<String>,
     /// Automatic actions allowed per (host, service) per hour.
     pub max_actions_per_service: u32,
+    /// Level 1 on a real model server instead of the fake Ollama.
+    pub l1_backend: Option<L1Backend>,
+    /// `diagnose.constrain_l1_commands`.
+    pub constrain_l1: bool,
+    /// Gate rules instead of [`rules`] (the text may use `{control}` and `{log}` for the test nginx).
+    pub rules: Option<String>,
+}
+
+/// Where level 1 goes when it is not the fake Ollama.
+pub struct L1Backend {
+    pub provider: ProviderKind,
+    pub base: String,
+    pub model: String,
+    pub timeout: Duration,
 }
 
 impl Default for Options {
@@ -39,6 +53,9 @@ impl Default for Options {
             smtp: true,
             ssh_user: None,
             max_actions_per_service: 3,
+            l1_backend: None,
+            constrain_l1: true,
+            rules: None,
         }
     }
 }
@@ -85,7 +102,13 @@ impl World {
         let smtp = options.smtp.then(TestSmtp::start);
         let dir = tempfile::tempdir().unwrap();
         let rules_path = dir.path().join("safe_commands.json");
-        std::fs::write(&rules_path, rules(&nginx)).unwrap();
+        let rules_text = match &options.rules {
+            Some(text) => text
+                .replace("{control}", &nginx.control())
+                .replace("{log}", &nginx.dir.path().join("logs/error.log").display().to_string()),
+            None => rules(&nginx),
+        };
+        std::fs::write(&rules_path, rules_text).unwrap();
         let mut settings = test_settings(dir.path());
         settings.gate.safe_commands = Some(rules_path.clone());
         settings.gate.policy.breaker_failures = options.breaker_failures;
@@ -110,10 +133,21 @@ impl World {
         settings.verify.probe_timeout = Duration::from_secs(1);
         settings.verify.check_command = String::new();
         settings.diagnose.max_attempts = options.max_attempts;
-        if options.l1 {
-            settings.diagnose.l1.url = Some(format!("{}/", llm.base).parse().unwrap());
-            settings.diagnose.l1.timeout = Duration::from_secs(3);
-            settings.diagnose.l1.max_retries = 1;
+        settings.diagnose.constrain_l1_commands = options.constrain_l1;
+        match (&options.l1_backend, options.l1) {
+            (Some(backend), _) => {
+                settings.diagnose.l1.provider = backend.provider;
+                settings.diagnose.l1.url = Some(backend.base.parse().unwrap());
+                settings.diagnose.l1.model = backend.model.clone();
+                settings.diagnose.l1.timeout = backend.timeout;
+                settings.diagnose.l1.max_retries = 0;
+            }
+            (None, true) => {
+                settings.diagnose.l1.url = Some(format!("{}/", llm.base).parse().unwrap());
+                settings.diagnose.l1.timeout = Duration::from_secs(3);
+                settings.diagnose.l1.max_retries = 1;
+            }
+            (None, false) => {}
         }
         if options.l2 {
             settings.diagnose.l2.provider = ProviderKind::Anthropic;
