@@ -268,7 +268,7 @@ impl Settings {
                 }
             }
         };
-        let mut figment = Figment::new();
+        let mut figment = defaults();
         if let Some(file) = &file {
             figment = figment.merge(Toml::file(file));
         }
@@ -280,10 +280,8 @@ impl Settings {
 
     /// Parses a TOML string on top of the defaults (used by tests and `check-config`).
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let settings: Settings = Figment::new()
-            .merge(Toml::string(text))
-            .extract()
-            .map_err(|e| ConfigError::Load(describe_figment_error(e)))?;
+        let settings: Settings =
+            defaults().merge(Toml::string(text)).extract().map_err(|e| ConfigError::Load(describe_figment_error(e)))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -351,6 +349,12 @@ impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(Secret::new(String::deserialize(d)?))
     }
+}
+
+/// The built-in defaults as the bottom layer, so a file may set part of a table (say only
+/// `[diagnose.l1] url`) and keep the defaults for the rest of it.
+fn defaults() -> Figment {
+    Figment::from(figment::providers::Serialized::defaults(Settings::default()))
 }
 
 fn env_provider(env: &[(String, String)]) -> figment::providers::Serialized<figment::value::Dict> {
@@ -422,6 +426,19 @@ mod tests {
 
     fn is_user_map(key: &str) -> bool {
         matches!(key, "diagnose.prices")
+    }
+
+    #[test]
+    fn a_partial_table_keeps_the_defaults_for_the_rest() {
+        let s = Settings::from_toml_str("[diagnose.l1]\nurl = \"http://127.0.0.1:11434/\"\nmodel = \"qwen2.5:3b\"\n")
+            .unwrap();
+        assert_eq!(s.diagnose.l1.url.unwrap().as_str(), "http://127.0.0.1:11434/");
+        assert_eq!(s.diagnose.l1.model, "qwen2.5:3b");
+        let d = Settings::default();
+        assert_eq!(s.diagnose.l1.timeout, d.diagnose.l1.timeout);
+        assert_eq!(s.diagnose.l2.model, d.diagnose.l2.model);
+        let e = Settings::from_toml_str("[diagnose.l1]\nurll = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("urll"), "{e}");
     }
 
     #[test]

@@ -184,8 +184,10 @@ impl Pipeline {
                     id,
                     "diagnosis",
                     &format!(
-                        "level 1: {} (confidence {:.2}); proposes {:?}",
-                        stored.cause, stored.confidence, stored.action_command
+                        "level 1: {} (confidence {:.2}); proposes {}",
+                        stored.cause,
+                        stored.confidence,
+                        stored.action_command.as_deref().map_or("no command".to_string(), |c| format!("`{c}`"))
                     ),
                     serde_json::to_value(&stored)?,
                 )?;

@@ -1,4 +1,5 @@
-//! The host scripts in scripts/: help, JSON output, and clean_logs.sh doing only what it says, twice.
+//! The scripts in scripts/: host scripts (help, JSON output, clean_logs.sh doing only what it says,
+//! twice) and the demo.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -74,4 +75,30 @@ fn scripts_refuse_bad_service_names() {
     let out = Command::new(script("restart_service.sh")).arg("medic-no-such-service").output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing manages"));
+}
+
+/// `scripts/demo.sh` (the evaluator's one command) heals nginx with the real model and shows the email
+/// and the audit chain. Runs the built binary; the model is cached by scripts/test-model.sh.
+#[test]
+fn demo_script_heals_nginx_with_the_real_model() {
+    let out = Command::new(script("demo.sh"))
+        .env("MEDIC_BIN", env!("CARGO_BIN_EXE_medic"))
+        .env("MEDIC_TEST_MODEL_THREADS", "1")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("state: resolved"), "{stdout}");
+    assert!(stdout.contains("/health → 200"), "nginx answers again: {stdout}");
+    assert!(
+        stdout.contains(".eml: Subject: [medic] Fixed automatically: nginx"),
+        "the email is in the outbox: {stdout}"
+    );
+    assert!(stdout.contains("audit chain OK"), "{stdout}");
+    assert!(
+        stdout.contains("model_call") && stdout.contains("qwen2.5-coder:0.5b"),
+        "the real model diagnosed: {stdout}"
+    );
 }
