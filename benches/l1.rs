@@ -95,6 +95,7 @@ async fn prompts_and_calls(front: &model_front::ModelFront) {
     );
     println!("|---|---|---|---|---|");
     let (mut sum_raw, mut sum_compact) = (0usize, 0usize);
+    let mut calls: Vec<f64> = Vec::new();
     for name in FIXTURES {
         let path = format!("{}/tests/fixtures/evidence/{name}.json", env!("CARGO_MANIFEST_DIR"));
         let items: Vec<EvidenceItem> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -116,6 +117,7 @@ async fn prompts_and_calls(front: &model_front::ModelFront) {
         }
         sum_raw += row[0].1;
         sum_compact += row[1].1;
+        calls.push(row[1].2.as_secs_f64());
         println!(
             "| {name} | {} → {} | {} → {} ({:.0}%) | {:.1} s → {:.1} s | {answer} |",
             row[0].0,
@@ -127,10 +129,17 @@ async fn prompts_and_calls(front: &model_front::ModelFront) {
             row[1].2.as_secs_f64(),
         );
     }
+    let fewer = 100.0 * (1.0 - sum_compact as f64 / sum_raw as f64);
+    println!("all fixtures: {sum_raw} → {sum_compact} prompt tokens ({fewer:.0}% fewer)\n");
     println!(
-        "all fixtures: {sum_raw} → {sum_compact} prompt tokens ({:.0}% fewer)\n",
-        100.0 * (1.0 - sum_compact as f64 / sum_raw as f64)
+        "RESULT | L1 prompt tokens, 5 evidence fixtures, raw → compact | {sum_raw} → {sum_compact} ({fewer:.0}% fewer) | (none)"
     );
+    println!("RESULT | L1 call, real 0.5B model on CPU, compact prompt, median | {:.1} s | (none)", median(&mut calls));
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 async fn end_to_end(front: &model_front::ModelFront) {
@@ -143,6 +152,7 @@ async fn end_to_end(front: &model_front::ModelFront) {
       "placeholders": { "service": { "allowed": ["nginx"] }, "lines": { "range": [1, 5000] } },
       "diagnostics": { "allowed": ["{control} status", "tail -n {lines} {log}", "uptime", "free -m", "df -h"] }
     }"#;
+    let mut totals: Vec<f64> = Vec::new();
     println!("| run | webhook → resolved | of which the L1 call | outcome |");
     println!("|---|---|---|---|");
     for run in 1..=3 {
@@ -170,6 +180,7 @@ async fn end_to_end(front: &model_front::ModelFront) {
             })
             .await;
         let total = started.elapsed();
+        totals.push(total.as_secs_f64());
         let call = incident["timeline"]
             .as_array()
             .unwrap()
@@ -185,6 +196,10 @@ async fn end_to_end(front: &model_front::ModelFront) {
         );
         world.app.stop().await;
     }
+    println!(
+        "RESULT | real model end to end, webhook → verified fix, median of 3 | {:.1} s | (none)",
+        median(&mut totals)
+    );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]

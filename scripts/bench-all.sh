@@ -19,6 +19,8 @@ cargo bench --locked --bench gate -- --warm-up-time 1 --measurement-time 3 typic
 cargo bench --locked --bench memory 2>&1 | tee -a "$out"
 cargo bench --locked --bench transport 2>&1 | tee -a "$out"
 cargo bench --locked --bench pipeline 2>&1 | tee -a "$out"
+scripts/test-model.sh
+MEDIC_TEST_MODEL_THREADS="${MEDIC_TEST_MODEL_THREADS:-2}" cargo bench --locked --bench l1 2>&1 | tee -a "$out"
 
 echo
 echo "| benchmark | measured | target |"
