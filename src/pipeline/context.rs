@@ -98,7 +98,14 @@ impl Pipeline {
         let config = self.stages.diagnoser.config();
         let command_choices = match kind {
             PromptKind::L1 if config.constrain_l1_commands => {
-                spell_out(&allowed_commands, &allowed_values, MAX_CHOICES).unwrap_or_default()
+                // Container commands apply only when the incident names its container.
+                let known_container = target.is_some_and(|t| t.container.is_some());
+                let applicable: Vec<AllowedCommand> = allowed_commands
+                    .iter()
+                    .filter(|c| known_container || !placeholders(&c.template).iter().any(|p| p == "container"))
+                    .cloned()
+                    .collect();
+                spell_out(&applicable, &allowed_values, MAX_CHOICES).unwrap_or_default()
             }
             _ => Vec::new(),
         };

@@ -62,8 +62,20 @@ async fn scenario_1_nginx_stopped_is_healed_automatically_and_audited() {
     assert_eq!(request["model"], "qwen2.5:7b-instruct");
     assert_eq!(request["format"]["required"], json!(["cause", "confidence", "action_command", "rationale"]));
     assert_eq!(request["options"]["temperature"], 0.0);
+    // Level 1 chooses from the commands spelled out: automatic first, the approval script last, no
+    // container command (this monitor names no container), and "none".
+    let control = world.nginx.control();
+    assert_eq!(
+        request["format"]["properties"]["action_command"]["enum"],
+        json!([
+            format!("{control} start"),
+            format!("{control} noop"),
+            format!("{control} slowstart"),
+            "/usr/local/lib/medic/clean_logs.sh nginx",
+            "none"
+        ])
+    );
     let user = request["messages"][1]["content"].as_str().unwrap();
-    std::fs::write("/tmp/l1_request.json", serde_json::to_string_pretty(request).unwrap()).unwrap();
     assert!(user.contains("<<<EVIDENCE") && user.contains("$ uptime"), "{user}");
     // An FYI email, both parts.
     let mail = world.smtp().wait_for("Fixed automatically: nginx", 15).await;

@@ -79,10 +79,12 @@ pub fn rules(nginx: &TestNginx) -> String {
         r#"{{
           "safe_commands": {{
             "nginx_control": {{ "mode": "auto", "allowed": ["{control} start", "{control} noop", "{control} slowstart"] }},
+            "docker": {{ "mode": "auto", "allowed": ["docker restart {{container}}"] }},
             "scripts": {{ "mode": "approval", "allowed": ["/usr/local/lib/medic/clean_logs.sh {{service}}"] }},
             "blocked_patterns": ["rm -rf", "shutdown", "mkfs"]
           }},
-          "placeholders": {{ "service": {{ "allowed": ["nginx"] }}, "lines": {{ "range": [1, 5000] }} }},
+          "placeholders": {{ "service": {{ "allowed": ["nginx"] }}, "lines": {{ "range": [1, 5000] }},
+                            "container": {{ "pattern": "^[a-z][a-z0-9_.-]{{0,62}}$" }} }},
           "diagnostics": {{ "allowed": ["tail -n {{lines}} {log}", "uptime", "free -m", "df -h"] }}
         }}"#
     )
