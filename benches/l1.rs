@@ -143,22 +143,13 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 async fn end_to_end(front: &model_front::ModelFront) {
-    let rules = r#"{
-      "safe_commands": {
-        "service_control": { "mode": "auto", "allowed": ["{control} start", "{control} restart"] },
-        "maintenance_scripts": { "mode": "approval", "allowed": ["/usr/local/lib/medic/clean_logs.sh {service}"] },
-        "blocked_patterns": ["rm -rf"]
-      },
-      "placeholders": { "service": { "allowed": ["nginx"] }, "lines": { "range": [1, 5000] } },
-      "diagnostics": { "allowed": ["{control} status", "tail -n {lines} {log}", "uptime", "free -m", "df -h"] }
-    }"#;
     let mut totals: Vec<f64> = Vec::new();
     println!("| run | webhook → resolved | of which the L1 call | outcome |");
     println!("|---|---|---|---|");
     for run in 1..=3 {
         let world = world::World::start(world::Options {
             l2: false,
-            rules: Some(rules.into()),
+            rules: Some(model_front::RULES.into()),
             verify_deadline: Duration::from_secs(8),
             l1_backend: Some(world::L1Backend {
                 provider: ProviderKind::Ollama,
@@ -173,12 +164,7 @@ async fn end_to_end(front: &model_front::ModelFront) {
         world.nginx.stop();
         let started = Instant::now();
         let id = world.down().await;
-        let incident = world
-            .app
-            .wait_incident(&id, 600, |i| {
-                ["resolved", "escalated", "awaiting_approval", "failed"].contains(&i["state"].as_str().unwrap_or(""))
-            })
-            .await;
+        let incident = world.app.wait_incident(&id, 600, model_front::is_settled).await;
         let total = started.elapsed();
         totals.push(total.as_secs_f64());
         let call = incident["timeline"]

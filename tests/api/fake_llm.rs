@@ -164,26 +164,17 @@ impl FakeLlm {
         self.inner.lock().unwrap().queues.insert(endpoint, replies.into());
     }
 
+    fn recorded(&self, endpoint: &str) -> Vec<(HeaderMap, Value)> {
+        let inner = self.inner.lock().unwrap();
+        inner.requests.iter().filter(|(e, _, _)| e == endpoint).map(|(_, h, b)| (h.clone(), b.clone())).collect()
+    }
+
     pub fn requests(&self, endpoint: &str) -> Vec<Value> {
-        self.inner
-            .lock()
-            .unwrap()
-            .requests
-            .iter()
-            .filter(|(e, _, _)| e == endpoint)
-            .map(|(_, _, b)| b.clone())
-            .collect()
+        self.recorded(endpoint).into_iter().map(|(_, body)| body).collect()
     }
 
     pub fn request_headers(&self, endpoint: &str) -> Vec<HeaderMap> {
-        self.inner
-            .lock()
-            .unwrap()
-            .requests
-            .iter()
-            .filter(|(e, _, _)| e == endpoint)
-            .map(|(_, h, _)| h.clone())
-            .collect()
+        self.recorded(endpoint).into_iter().map(|(headers, _)| headers).collect()
     }
 
     pub fn total_requests(&self) -> usize {

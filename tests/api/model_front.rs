@@ -16,6 +16,24 @@ pub struct ModelFront {
 /// The model's name as the front reports it (medic sends whatever its config says).
 pub const MODEL: &str = "qwen2.5-coder:0.5b";
 
+/// Gate rules a small host would have, for real-model runs (tests and `benches/l1.rs`): the service's
+/// control script as automatic fixes, a maintenance script behind a human, read-only diagnostics.
+/// `{control}` and `{log}` are the test nginx's (see `world::Options::rules`).
+pub const RULES: &str = r#"{
+  "safe_commands": {
+    "service_control": { "mode": "auto", "allowed": ["{control} start", "{control} restart"] },
+    "maintenance_scripts": { "mode": "approval", "allowed": ["/usr/local/lib/medic/clean_logs.sh {service}"] },
+    "blocked_patterns": ["rm -rf", "rm -r", "shutdown", "reboot", "mkfs", "curl ", "wget ", "| sh", "chmod", "touch"]
+  },
+  "placeholders": { "service": { "allowed": ["nginx"] }, "lines": { "range": [1, 5000] } },
+  "diagnostics": { "allowed": ["{control} status", "tail -n {lines} {log}", "uptime", "free -m", "df -h"] }
+}"#;
+
+/// An incident the pipeline has taken as far as it goes without a human.
+pub fn is_settled(incident: &serde_json::Value) -> bool {
+    ["resolved", "escalated", "awaiting_approval", "failed"].contains(&incident["state"].as_str().unwrap_or(""))
+}
+
 fn cache() -> PathBuf {
     match std::env::var_os("MEDIC_LLM_CACHE") {
         Some(dir) => PathBuf::from(dir),

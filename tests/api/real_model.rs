@@ -7,20 +7,8 @@ use std::time::Duration;
 use medic::diagnose::ProviderKind;
 use serde_json::Value;
 
-use crate::model_front::{MODEL, ModelFront};
+use crate::model_front::{MODEL, ModelFront, RULES, is_settled};
 use crate::world::{L1Backend, Options, World};
-
-/// The rules a small host would have: the service's control script as automatic fixes, a maintenance
-/// script behind a human, read-only diagnostics.
-const RULES: &str = r#"{
-  "safe_commands": {
-    "service_control": { "mode": "auto", "allowed": ["{control} start", "{control} restart"] },
-    "maintenance_scripts": { "mode": "approval", "allowed": ["/usr/local/lib/medic/clean_logs.sh {service}"] },
-    "blocked_patterns": ["rm -rf", "rm -r", "shutdown", "reboot", "mkfs", "curl ", "wget ", "| sh", "chmod", "touch"]
-  },
-  "placeholders": { "service": { "allowed": ["nginx"] }, "lines": { "range": [1, 5000] } },
-  "diagnostics": { "allowed": ["{control} status", "tail -n {lines} {log}", "uptime", "free -m", "df -h"] }
-}"#;
 
 /// Generous: a CPU model shares two cores with the rest of the suite.
 const L1_TIMEOUT: Duration = Duration::from_secs(150);
@@ -40,10 +28,6 @@ async fn world(front: &ModelFront, provider: ProviderKind, constrain_l1: bool) -
         ..Options::default()
     })
     .await
-}
-
-fn is_settled(incident: &Value) -> bool {
-    ["resolved", "escalated", "awaiting_approval", "failed"].contains(&incident["state"].as_str().unwrap_or(""))
 }
 
 /// Every command medic ran on the host, from the audit log.
