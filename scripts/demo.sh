@@ -76,6 +76,9 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 LogLevel ERROR
+# No ~/.bashrc for the demo's commands (bash skips it when SHLVL says it is not top-level): rc files
+# that print (pyenv, banners) would end up in the evidence.
+SetEnv SHLVL=1
 EOF
 /usr/sbin/sshd -D -e -f "$work/ssh/sshd_config" 2>"$work/ssh/sshd.log" &
 pids+=($!)

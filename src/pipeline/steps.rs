@@ -113,10 +113,8 @@ impl Pipeline {
         if let Some(memory) = &self.stages.memory {
             let filter = SearchFilter { service: Some(incident.service_name.clone()), include_negatives: false };
             match memory.search(&memory_query(incident, &self.stages.redactor), &filter, 1).await {
-                Ok(hits) => {
-                    if let Some(hit) =
-                        hits.into_iter().next().filter(|h| f64::from(h.score) >= config.l0_min_similarity)
-                    {
+                Ok(hits) => match hits.into_iter().next() {
+                    Some(hit) if f64::from(hit.score) >= config.l0_min_similarity => {
                         proposals.push((
                             Diagnosis {
                                 cause: hit.entry.root_cause.clone(),
@@ -128,7 +126,20 @@ impl Pipeline {
                             Some(hit.entry.id),
                         ));
                     }
-                }
+                    // Say why memory did not heal it, so an operator can tune l0_min_similarity.
+                    Some(hit) => {
+                        self.note(
+                            incident.id,
+                            "l0_memory",
+                            &format!(
+                                "closest validated fix {} (`{}`) scored {:.2}, below l0_min_similarity {:.2}",
+                                hit.entry.id, hit.entry.command, hit.score, config.l0_min_similarity
+                            ),
+                        )
+                        .await;
+                    }
+                    None => {}
+                },
                 Err(e) => warn!(error = %e, "Memory search failed; skipping L0 memory."),
             }
         }
@@ -476,18 +487,24 @@ impl Pipeline {
         let from = incident.state;
         self.store
             .write(move |ctx| {
-                if let Some((entry_id, outcome)) = feedback {
-                    ctx.timeline(
-                        id,
-                        "memory",
-                        &format!("memory entry {entry_id}: {outcome}"),
-                        serde_json::Value::Null,
-                    )?;
-                    ctx.audit(
-                        Some(id),
-                        Actor::System,
-                        AuditRecord::MemoryFeedback { entry_id, outcome: outcome.into() },
-                    )?;
+                match feedback {
+                    Ok(Some((entry_id, outcome))) => {
+                        ctx.timeline(
+                            id,
+                            "memory",
+                            &format!("memory entry {entry_id}: {outcome}"),
+                            serde_json::Value::Null,
+                        )?;
+                        ctx.audit(
+                            Some(id),
+                            Actor::System,
+                            AuditRecord::MemoryFeedback { entry_id, outcome: outcome.into() },
+                        )?;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        ctx.timeline(id, "memory", &format!("memory not updated: {e}"), serde_json::Value::Null)?
+                    }
                 }
                 if let Some(action) = action {
                     ctx.set_action_outcome(
@@ -524,36 +541,36 @@ impl Pipeline {
     }
 
     /// Verified fixes become validated memory; a remembered fix that failed is demoted. Returns what was
-    /// done (entry id, outcome) for the timeline and the audit log; a memory failure is logged, not fatal.
+    /// done (entry id, outcome) for the timeline and the audit log; a memory failure goes to the log and
+    /// the timeline, and is not fatal.
     async fn memory_feedback(
         &self,
         incident: &IncidentRecord,
         verified: bool,
         command: &str,
-    ) -> Option<(String, &'static str)> {
-        let memory = self.stages.memory.as_ref()?;
+    ) -> Result<Option<(String, &'static str)>, String> {
+        let Some(memory) = self.stages.memory.as_ref() else { return Ok(None) };
         let d = &incident.details;
         let result = if verified {
             if d.fix_source.as_deref() == Some("l0-memory") {
-                return None; // already remembered
+                return Ok(None); // already remembered
             }
             let entry = self.memory_entry(incident, command, Outcome::Verified, None);
             let entry_id = entry.id;
             memory.store(&entry).await.map(|_| (entry_id.to_string(), "stored as validated fix"))
         } else {
-            let entry: uuid::Uuid = d.fix_memory_entry.as_deref().and_then(|e| e.parse().ok())?;
+            let Some(entry) = d.fix_memory_entry.as_deref().and_then(|e| e.parse::<uuid::Uuid>().ok()) else {
+                return Ok(None);
+            };
             memory
                 .demote(entry, &format!("failed verification on incident {}", incident.id))
                 .await
                 .map(|_| (entry.to_string(), "demoted: failed verification"))
         };
-        match result {
-            Ok(done) => Some(done),
-            Err(e) => {
-                warn!(error = %e, "Memory feedback failed.");
-                None
-            }
-        }
+        result.map(Some).map_err(|e| {
+            warn!(error = %e, "Memory feedback failed.");
+            e.to_string()
+        })
     }
 
     pub(super) async fn escalate(&self, incident: &IncidentRecord) -> Result<Step, PipelineError> {

@@ -150,6 +150,21 @@ async fn scenario_2_and_3_injected_command_is_denied_l2_fix_is_approved_then_hea
     let text = timeline_text(&incident);
     assert!(text.contains("l0-memory: `") && text.contains("validated fix"), "{text}");
     assert!(text.contains("policy: proceed"), "L0 still passes the action policy: {text}");
+
+    // A different fault on the same service: memory's closest fix is not similar enough, the timeline
+    // says so with the score, and the models are asked again.
+    std::fs::write(world.nginx.dir.path().join("logs/error.log"), "").unwrap();
+    world.log_line(
+        "2026/11/22 05:01:44 [crit] 811#811: *1 pwrite() \"/var/cache/nginx/x\" failed (28: No space left on device)",
+    );
+    world.log_line("2026/11/22 05:01:45 [alert] 811#811: worker process 812 exited on signal 9");
+    world.nginx.stop();
+    let third = world.down().await;
+    let incident = world.wait_state(&third, "awaiting_approval", 40).await;
+    let text = timeline_text(&incident);
+    assert!(text.contains("closest validated fix") && text.contains("below l0_min_similarity 0.80"), "{text}");
+    assert!(!text.contains("l0-memory: `"), "{text}");
+    assert!(world.llm.total_requests() > calls_before, "the models were asked");
     world.app.stop().await;
 }
 

@@ -55,10 +55,14 @@ impl TestSshd {
             std::fs::create_dir_all("/run/sshd").unwrap();
         }
         let port = free_port();
+        // `SetEnv SHLVL=1`: bash sources ~/.bashrc for commands started by sshd only in a top-level shell.
+        // Tests log in as whoever runs them (often root), and this root's .bashrc runs `pyenv init`, whose
+        // rehash races between concurrent sessions and prints "cannot rehash" into the evidence now and
+        // then. medic's own ssh user should have a quiet shell (README); the test host gets one this way.
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
              PidFile {d}/sshd.pid\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nLogLevel ERROR\nMaxSessions 10\n",
+             PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nLogLevel ERROR\nMaxSessions 10\nSetEnv SHLVL=1\n",
             d = d.display()
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();
