@@ -4,6 +4,7 @@
 //! layer turns into a 4xx naming the problem. Nothing here touches the store: handlers store the alert and
 //! answer once it is durable; all further work happens in the pipeline's workers.
 
+pub mod alertmanager;
 pub mod api;
 pub mod uptime_kuma;
 

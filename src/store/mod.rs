@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use crate::audit::{self, AuditRecord, ChainTip, StoredRow};
 use crate::config::{StoreConfig, Synchronous};
 use crate::domain::{
-    Actor, Alert, IncidentDetails, IncidentId, IncidentState, MonitorKey, MonitorStatus, Notice, StatusAlert,
+    Actor, Alert, IncidentDetails, IncidentId, IncidentState, MonitorKey, MonitorStatus, Notice, Source, StatusAlert,
     Transition,
 };
 use crate::fault::Fault;
@@ -202,6 +202,20 @@ impl Store {
         self.write(move |ctx| match alert {
             Alert::Status(status) => ctx.apply_status(&status, &body),
             Alert::Notice(notice) => ctx.apply_notice(&notice, &body),
+        })
+        .await
+    }
+
+    /// Stores several alerts (one Alertmanager notification) in one transaction: all of them, or none.
+    pub async fn ingest_all(&self, alerts: Vec<(Alert, String)>) -> Result<Vec<IngestOutcome>, StoreError> {
+        self.write(move |ctx| {
+            alerts
+                .iter()
+                .map(|(alert, body)| match alert {
+                    Alert::Status(status) => ctx.apply_status(status, body),
+                    Alert::Notice(notice) => ctx.apply_notice(notice, body),
+                })
+                .collect()
         })
         .await
     }
@@ -781,6 +795,23 @@ impl WriteCtx<'_> {
         .transpose()
     }
 
+    /// For a source whose DOWN carries the outage's start (Alertmanager's startsAt): the closed incident
+    /// of that same outage, if there is one.
+    fn closed_episode(&self, alert: &StatusAlert) -> Result<Option<String>, StoreError> {
+        if alert.key.source != Source::Alertmanager {
+            return Ok(None);
+        }
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id FROM incidents WHERE source = ?1 AND monitor_id = ?2 AND first_down_at = ?3
+                     AND open_key IS NULL LIMIT 1",
+                params![alert.key.source.as_str(), alert.key.monitor_id, ts(alert.observed_at)],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     fn record_event(
         &self,
         alert_status: &str,
@@ -845,6 +876,21 @@ impl WriteCtx<'_> {
                     AuditRecord::AlertJoined { down_count: down_count as u32, message: alert.message.clone() },
                 )?;
                 IngestOutcome { action: IngestAction::Joined, incident_id: Some(id) }
+            }
+            (MonitorStatus::Down, None) if let Some(closed) = self.closed_episode(alert)? => {
+                // Alertmanager repeats a firing alert (repeat_interval, or when its group changes) with the
+                // same startsAt: that outage already has a closed incident. Recorded, never reopened, so a
+                // healed service is not "fixed" a second time.
+                self.audit(
+                    None,
+                    Actor::System,
+                    AuditRecord::AlertRecorded {
+                        status: status.into(),
+                        monitor_id: key.monitor_id.clone(),
+                        message: format!("repeat of the outage of closed incident {closed}: {}", alert.message),
+                    },
+                )?;
+                IngestOutcome { action: IngestAction::Recorded, incident_id: None }
             }
             (MonitorStatus::Down, None) => {
                 let id = IncidentId::new();

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::Authorized;
 use super::error::AppError;
-use crate::domain::Alert;
-use crate::ingest::uptime_kuma;
+use crate::domain::{Alert, MonitorKey};
+use crate::ingest::{alertmanager, uptime_kuma};
 use crate::store::{IngestAction, IngestOutcome};
 
 pub async fn uptime_kuma(
@@ -31,26 +31,62 @@ pub async fn uptime_kuma(
     accept(&state, alert, json_text).await
 }
 
+/// `POST /hooks/alertmanager`: Alertmanager's webhook_config. Every alert of the notification is stored
+/// in one transaction before the 202, or none is (a 4xx names the alert and field; a 5xx makes
+/// Alertmanager send it again).
+pub async fn alertmanager(
+    State(state): State<Arc<AppState>>,
+    _auth: Authorized,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    let body = body.map_err(|r| AppError::from_body(r, state.max_body_bytes))?;
+    let group = alertmanager::parse(&body, Utc::now())?;
+    if group.truncated > 0 {
+        tracing::warn!(truncated = group.truncated, "Alertmanager left alerts out of a notification (max_alerts).");
+    }
+    let alerts: Vec<(Alert, String)> = group.alerts.into_iter().map(|p| (p.alert, p.body)).collect();
+    let keys: Vec<Option<MonitorKey>> = alerts.iter().map(|(a, _)| key_of(a)).collect();
+    let outcomes = state.store.ingest_all(alerts).await?;
+    let mut results = Vec::with_capacity(outcomes.len());
+    for (outcome, key) in outcomes.into_iter().zip(keys) {
+        results.push(json!({
+            "monitor_id": key.as_ref().map(|k| k.monitor_id.clone()),
+            "action": outcome.action,
+            "incident_id": outcome.incident_id,
+        }));
+        after_ingest(&state, outcome, key).await;
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({"alerts": results, "truncated_alerts": group.truncated}))))
+}
+
+fn key_of(alert: &Alert) -> Option<MonitorKey> {
+    match alert {
+        Alert::Status(s) => Some(s.key.clone()),
+        Alert::Notice(_) => None,
+    }
+}
+
 /// Stores an alert, queues the pipeline for a new incident, and answers.
 pub(crate) async fn accept(
     state: &AppState,
     alert: Alert,
     body: String,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
-    let key = match &alert {
-        Alert::Status(s) => Some(s.key.clone()),
-        Alert::Notice(_) => None,
-    };
+    let key = key_of(&alert);
     let outcome: IngestOutcome = state.store.ingest(alert, body).await?;
+    after_ingest(state, outcome, key).await;
+    Ok((StatusCode::ACCEPTED, Json(json!({"action": outcome.action, "incident_id": outcome.incident_id}))))
+}
+
+/// Once an alert is durable: a new incident goes to the pipeline; a recovery is announced. A failure here
+/// never fails the webhook.
+async fn after_ingest(state: &AppState, outcome: IngestOutcome, key: Option<MonitorKey>) {
     if let (IngestAction::Opened, Some(id), Some(key)) = (outcome.action, outcome.incident_id, key) {
         state.runner.enqueue(id, key);
     }
-    // Notifications after the answer is durable; a failure here never fails the webhook.
     if let (IngestAction::Recovered, Some(id)) = (outcome.action, outcome.incident_id) {
         notify_recovery(state, id).await;
     }
-
-    Ok((StatusCode::ACCEPTED, Json(json!({"action": outcome.action, "incident_id": outcome.incident_id}))))
 }
 
 async fn notify_recovery(state: &AppState, id: crate::domain::IncidentId) {

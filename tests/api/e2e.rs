@@ -356,3 +356,56 @@ async fn dry_run_through_the_pipeline_records_would_run_and_tells_humans() {
     assert!(mail.text.contains("dry-run: would run"), "{}", mail.text);
     world.app.stop().await;
 }
+
+/// An Alertmanager notification with one alert about the test nginx, probed like blackbox_exporter does.
+fn alertmanager_body(world: &World, status: &str, starts_at: &str, ends_at: &str) -> Value {
+    json!({
+        "receiver": "medic", "status": status, "version": "4", "groupKey": "{}:{alertname=\"NginxDown\"}",
+        "truncatedAlerts": 0, "externalURL": "http://127.0.0.1:9093",
+        "groupLabels": {"alertname": "NginxDown"}, "commonLabels": {}, "commonAnnotations": {},
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": "NginxDown", "instance": world.nginx.health_url(), "host": "web1",
+                       "service": "nginx", "severity": "critical"},
+            "annotations": {"summary": "nginx health probe failed"},
+            "startsAt": starts_at, "endsAt": ends_at, "fingerprint": "4e1f00d5c0ffee42"
+        }]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_alertmanager_alert_is_healed_and_its_later_notifications_change_nothing() {
+    let world = World::start(Options { l2: false, ..Options::default() }).await;
+    world.nginx.start();
+    world.nginx.stop();
+    world.l1_says("nginx is stopped", 0.92, Some(&world.start_command()));
+    let post = |body: Value| {
+        let request = world.app.client.post(world.app.url("/hooks/alertmanager")).bearer_auth(TOKEN).json(&body);
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 202);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let starts = "2026-11-22T03:35:13Z";
+    let answer = post(alertmanager_body(&world, "firing", starts, "0001-01-01T00:00:00Z")).await;
+    assert_eq!(answer["alerts"][0]["action"], "opened", "{answer}");
+    let id = answer["alerts"][0]["incident_id"].as_str().unwrap().to_string();
+    let incident = world.wait_state(&id, "resolved", 40).await;
+    assert!(world.nginx.is_up());
+    assert_eq!(incident["source"], "alertmanager");
+    let text = timeline_text(&incident);
+    assert!(text.contains("pipeline started: service nginx on host web1"), "{text}");
+    assert!(text.contains(&format!("GET {} answered 200", world.nginx.health_url())), "verified by the probe: {text}");
+    let calls = world.llm.total_requests();
+
+    // Alertmanager repeats the firing alert before Prometheus sees it clear, then sends resolved.
+    let answer = post(alertmanager_body(&world, "firing", starts, "0001-01-01T00:00:00Z")).await;
+    assert_eq!(answer["alerts"][0]["action"], "recorded", "{answer}");
+    let answer = post(alertmanager_body(&world, "resolved", starts, "2026-11-22T03:36:13Z")).await;
+    assert_eq!(answer["alerts"][0]["action"], "recorded", "{answer}");
+    assert_eq!(world.app.incidents("").await.len(), 1, "no second incident");
+    assert_eq!(world.llm.total_requests(), calls, "no model was asked again");
+    assert_eq!(world.incident(&id).await["state"], "resolved");
+    world.app.stop().await;
+}

@@ -1,5 +1,6 @@
 //! One integration test binary (keeps link time down), one module per area.
 
+mod alertmanager;
 mod approval;
 mod audit;
 mod crash;

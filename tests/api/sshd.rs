@@ -154,8 +154,15 @@ impl TestNginx {
     }
 
     pub fn start(&self) {
-        let status = Command::new(self.control()).arg("start").status().unwrap();
-        assert!(status.success(), "nginx starts");
+        let out = Command::new(self.control()).arg("start").output().unwrap();
+        let log = std::fs::read_to_string(self.dir.path().join("logs/error.log")).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "nginx starts on port {}: {}{}\nerror.log:\n{log}",
+            self.port,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         wait_for_port(self.port, "nginx");
     }
 
