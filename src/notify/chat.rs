@@ -131,6 +131,22 @@ pub fn payload(
     }
 }
 
+/// A message about no incident (the digest, a notice): a title and a text, in each channel's shape. The
+/// generic webhook gets `webhook` as is.
+pub fn simple_payload(channel: &ChannelConfig, title: &str, text: &str, colour: u32, webhook: Value) -> Value {
+    match channel.kind {
+        ChannelKind::Discord => json!({"username": "medic", "allowed_mentions": {"parse": []},
+            "embeds": [{"title": truncate(title, 250), "description": truncate(text, 2000), "color": colour}]}),
+        ChannelKind::Telegram => json!({"chat_id": channel.chat_id, "parse_mode": "HTML",
+            "disable_web_page_preview": true,
+            "text": format!("<b>{}</b>\n{}", telegram_escape(title), telegram_escape(&truncate(text, 2000)))}),
+        ChannelKind::Slack => {
+            json!({"text": format!("*{}*\n{}", slack_escape(title), slack_escape(&truncate(text, 2000)))})
+        }
+        ChannelKind::Webhook => webhook,
+    }
+}
+
 /// Where a channel's payload is posted.
 pub fn endpoint(channel: &ChannelConfig) -> Option<String> {
     match channel.kind {

@@ -91,16 +91,13 @@ pub fn rows(notifier: &Notifier, stats: &DigestStats, period: &str) -> Result<Ve
             email.mttr,
             email.cost
         );
-        let body = match channel.kind {
-            super::ChannelKind::Discord => json!({"username": "medic", "allowed_mentions": {"parse": []},
-                "embeds": [{"title": format!("medic daily digest: {period}"), "description": summary, "color": 0x546E7A}]}),
-            super::ChannelKind::Telegram => json!({"chat_id": channel.chat_id, "parse_mode": "HTML",
-                "text": format!("<b>medic daily digest: {}</b>\n{}", super::chat::telegram_escape(period), super::chat::telegram_escape(&summary))}),
-            super::ChannelKind::Slack => {
-                json!({"text": format!("*medic daily digest: {period}*\n{}", super::chat::slack_escape(&summary))})
-            }
-            super::ChannelKind::Webhook => json!({"event": "digest", "period": period, "stats": stats}),
-        };
+        let body = super::chat::simple_payload(
+            channel,
+            &format!("medic daily digest: {period}"),
+            &summary,
+            0x546E7A,
+            json!({"event": "digest", "period": period, "stats": stats}),
+        );
         rows.push(OutboxRow {
             channel: "chat".into(),
             destination: channel.name.clone(),

@@ -317,6 +317,57 @@ impl Notifier {
         })
     }
 
+    /// Outbox rows for a notice with no incident (Uptime Kuma's certificate and domain expiry warnings, and
+    /// other msg-only messages), sent as the `warning` event. The Test button's notice goes nowhere.
+    pub fn notice_rows(&self, notice: &crate::domain::Notice) -> Result<Vec<OutboxRow>, NotifyError> {
+        use crate::domain::NoticeKind;
+        let event = NotifyEvent::Warning;
+        let what = match notice.kind {
+            NoticeKind::Test => return Ok(Vec::new()),
+            NoticeKind::ExpiryWarning => "expiry warning",
+            NoticeKind::Other => "notice",
+        };
+        let title = format!("Warning: {what} from {}", notice.source.as_str());
+        let text = self.redactor.redact(&notice.message);
+        let mut rows = Vec::new();
+        if self.config.email.events.contains(&event) {
+            let html = format!(
+                "<p><strong>{}</strong></p><p>{}</p><p>medic opens no incident for this: no monitor is down.</p>",
+                chat::telegram_escape(&title),
+                chat::telegram_escape(&text).replace('"', "&quot;")
+            );
+            let plain = format!("{title}\n\n{text}\n\nmedic opens no incident for this: no monitor is down.\n");
+            for to in &self.config.email.to {
+                let built =
+                    email::build(&self.config.email, to, &format!("[medic] {title}"), plain.clone(), html.clone())?;
+                rows.push(OutboxRow {
+                    channel: "email".into(),
+                    destination: to.clone(),
+                    subject: built.subject,
+                    body: built.raw,
+                    incident_id: None,
+                    event,
+                });
+            }
+        }
+        for channel in self.config.channels.iter().filter(|c| c.events.contains(&event)) {
+            let webhook = serde_json::json!({
+                "event": event.as_str(), "title": title, "kind": notice.kind.as_str(),
+                "source": notice.source.as_str(), "message": text,
+            });
+            let body = chat::simple_payload(channel, &title, &text, 0x1E88E5, webhook);
+            rows.push(OutboxRow {
+                channel: "chat".into(),
+                destination: channel.name.clone(),
+                subject: format!("{} {what}", event.as_str()),
+                body: body.to_string(),
+                incident_id: None,
+                event,
+            });
+        }
+        Ok(rows)
+    }
+
     /// Outbox rows (and approval tokens) for an event about an incident.
     pub fn prepare(
         &self,

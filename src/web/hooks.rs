@@ -73,8 +73,15 @@ pub(crate) async fn accept(
     body: String,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
     let key = key_of(&alert);
+    let notice = match &alert {
+        Alert::Notice(n) => Some(n.clone()),
+        Alert::Status(_) => None,
+    };
     let outcome: IngestOutcome = state.store.ingest(alert, body).await?;
     after_ingest(state, outcome, key).await;
+    if let Some(notice) = notice {
+        forward_notice(state, &notice).await;
+    }
     Ok((StatusCode::ACCEPTED, Json(json!({"action": outcome.action, "incident_id": outcome.incident_id}))))
 }
 
@@ -87,6 +94,24 @@ async fn after_ingest(state: &AppState, outcome: IngestOutcome, key: Option<Moni
     if let (IngestAction::Recovered, Some(id)) = (outcome.action, outcome.incident_id) {
         notify_recovery(state, id).await;
     }
+}
+
+/// Expiry warnings and other notices go to the channels that take the `warning` event.
+async fn forward_notice(state: &AppState, notice: &crate::domain::Notice) {
+    let rows = match state.notifier.notice_rows(notice) {
+        Ok(rows) if !rows.is_empty() => rows,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not build a notice notification.");
+            return;
+        }
+    };
+    let queued =
+        state.store.write(move |ctx| rows.iter().try_for_each(|row| crate::notify::outbox::enqueue(ctx, row))).await;
+    if let Err(e) = queued {
+        tracing::warn!(error = %e, "Could not queue a notice notification.");
+    }
+    state.notifier.kick();
 }
 
 async fn notify_recovery(state: &AppState, id: crate::domain::IncidentId) {

@@ -148,3 +148,56 @@ async fn the_daily_digest_goes_out_once_a_day_even_across_restarts() {
     assert_eq!(digests, 1, "not repeated after a restart on the same day");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expiry_warning_reaches_the_channels_that_take_warnings_and_the_test_button_does_not() {
+    let (base, seen) = capture_server().await;
+    let app = TestApp::spawn_with(|s| {
+        let mut all = channels(&base);
+        for c in &mut all {
+            c.events = if c.name == "slack" { vec![NotifyEvent::Alert] } else { vec![NotifyEvent::Warning] };
+        }
+        s.notify.channels = all;
+        s.notify.email.events.push(NotifyEvent::Warning);
+    })
+    .await;
+    // The Test button first: accepted, forwarded nowhere.
+    let r = app.send_capture(&kuma("test_json.http")).await;
+    assert_eq!(r.json()["action"], "notice");
+    let msg = "[Blog][https://blog.example] Certificate for blog.example will expire in 7 days <@everyone>";
+    let r = app.post_kuma_json(&json!({"heartbeat": null, "monitor": null, "msg": msg})).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["action"], "notice");
+
+    let (_, discord) = wait_for(&seen, |(p, _)| p == "/discord/hook", "discord warning").await;
+    assert_eq!(discord["embeds"][0]["title"], "Warning: expiry warning from uptime_kuma");
+    assert_eq!(discord["embeds"][0]["description"], msg);
+    assert_eq!(discord["allowed_mentions"], json!({"parse": []}));
+    let (_, telegram) = wait_for(&seen, |(p, _)| p.contains("/sendMessage"), "telegram warning").await;
+    assert!(telegram["text"].as_str().unwrap().contains("will expire in 7 days &lt;@everyone&gt;"), "{telegram}");
+    let (_, hook) = wait_for(&seen, |(p, _)| p == "/n8n/hook", "webhook warning").await;
+    assert_eq!(hook["event"], "warning");
+    assert_eq!(hook["kind"], "expiry_warning");
+    assert_eq!(hook["message"], msg);
+    // Email is on for warnings here: an .eml lands in the outbox (no SMTP server configured).
+    let outbox = app.dir.path().join("outbox");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let eml = loop {
+        let found = std::fs::read_dir(&outbox).ok().and_then(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .find(|t| t.contains("expiry warning"))
+        });
+        if let Some(text) = found {
+            break text;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no warning email in {}", outbox.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(eml.contains("Subject: [medic] Warning: expiry warning from uptime_kuma"), "{eml}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 3, "one message per warning channel, none for the Test button: {got:?}");
+    assert!(got.iter().all(|(p, _)| p != "/slack/hook"), "slack does not take warnings");
+    app.stop().await;
+}
