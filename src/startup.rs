@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::approval::Approvals;
+use crate::approval::links::IncidentLinks;
 use crate::collect::Collector;
 use crate::collect::redact::Redactor;
 use crate::config::Settings;
@@ -93,8 +94,15 @@ impl Application {
 
         let shutdown = CancellationToken::new();
         let approvals = Approvals::new(store.clone(), &settings.approval);
-        let notifier =
-            Arc::new(Notifier::new(settings.notify.clone(), approvals.clone(), public_url, redactor.clone()));
+        let links = IncidentLinks::open(&settings.store.data_dir, settings.approval.incident_link_ttl)
+            .context("cannot read or create the incident link key in <data_dir>/secrets/link_key")?;
+        let notifier = Arc::new(Notifier::new(
+            settings.notify.clone(),
+            approvals.clone(),
+            public_url,
+            redactor.clone(),
+            links.clone(),
+        ));
         let outbox = OutboxSender::new(
             store.clone(),
             settings.notify.clone(),
@@ -148,6 +156,7 @@ impl Application {
             approvals,
             notifier,
             memory,
+            links,
             max_body_bytes: settings.server.max_body_bytes,
         });
         Ok(Self { listener, state, store, runner_handle, background, shutdown, grace: settings.server.shutdown_grace })

@@ -8,6 +8,8 @@
 //! every token of that incident and moves the incident to approved or rejected in one transaction.
 //! Test: `tests/api/approval.rs` (replay, expiry, tampering, 20 concurrent approves → one execution).
 
+pub mod links;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -30,11 +32,18 @@ pub struct ApprovalConfig {
     /// How long an approval link works.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
+    /// How long a read-only incident link (in chat messages and emails) works.
+    #[serde(with = "humantime_serde")]
+    pub incident_link_ttl: Duration,
 }
 
 impl Default for ApprovalConfig {
     fn default() -> Self {
-        Self { public_url: None, ttl: Duration::from_secs(24 * 3600) }
+        Self {
+            public_url: None,
+            ttl: Duration::from_secs(24 * 3600),
+            incident_link_ttl: Duration::from_secs(30 * 24 * 3600),
+        }
     }
 }
 
@@ -42,6 +51,9 @@ impl ApprovalConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.ttl < Duration::from_secs(1) {
             return Err(ConfigError::invalid("approval.ttl", "must be at least 1s"));
+        }
+        if self.incident_link_ttl < Duration::from_secs(60) {
+            return Err(ConfigError::invalid("approval.incident_link_ttl", "must be at least 1m"));
         }
         if let Some(url) = &self.public_url
             && !matches!(url.scheme(), "http" | "https")

@@ -41,6 +41,8 @@ pub struct IncidentEmail {
     pub down_count: u32,
     pub state: String,
     pub incident_id: String,
+    /// The signed read-only incident page; empty: none.
+    pub incident_url: String,
     pub message: String,
     pub escalation_reason: Option<String>,
     pub breaker: Option<String>,
@@ -85,15 +87,24 @@ fn headline(event: NotifyEvent, service: &str) -> (String, &'static str, &'stati
     }
 }
 
+/// The links an incident email carries.
+pub struct EmailLinks {
+    /// Approve URL, reject URL and their expiry (approval emails only).
+    pub approval: Option<(String, String, chrono::DateTime<chrono::Utc>)>,
+    /// The signed read-only incident page.
+    pub incident: String,
+}
+
 pub fn incident_email(
     config: &EmailConfig,
     to: &str,
     event: NotifyEvent,
     incident: &IncidentRecord,
     details: &EventDetails,
-    links: Option<(String, String, chrono::DateTime<chrono::Utc>)>,
+    links: EmailLinks,
     redactor: &crate::collect::redact::Redactor,
 ) -> Result<BuiltEmail, NotifyError> {
+    let EmailLinks { approval: links, incident: incident_url } = links;
     let (headline, colour, command_label) = headline(event, &incident.service_name);
     let d = &incident.details;
     let l1 = d.level_1_diagnosis.as_ref().map(|diag| L1View {
@@ -128,6 +139,7 @@ pub fn incident_email(
         down_count: incident.down_count,
         state: incident.state.to_string(),
         incident_id: incident.id.to_string(),
+        incident_url,
         message: redactor.redact(&incident.error_logs),
         escalation_reason: reason,
         breaker: details.breaker.clone(),

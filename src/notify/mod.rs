@@ -273,6 +273,7 @@ pub struct Notifier {
     approvals: Approvals,
     public_url: url::Url,
     redactor: Arc<crate::collect::redact::Redactor>,
+    links: crate::approval::links::IncidentLinks,
     wake: Arc<tokio::sync::Notify>,
 }
 
@@ -282,8 +283,9 @@ impl Notifier {
         approvals: Approvals,
         public_url: url::Url,
         redactor: Arc<crate::collect::redact::Redactor>,
+        links: crate::approval::links::IncidentLinks,
     ) -> Self {
-        Self { config, approvals, public_url, redactor, wake: Arc::new(tokio::sync::Notify::new()) }
+        Self { config, approvals, public_url, redactor, links, wake: Arc::new(tokio::sync::Notify::new()) }
     }
 
     pub fn config(&self) -> &NotifyConfig {
@@ -299,13 +301,18 @@ impl Notifier {
         self.wake.notify_one();
     }
 
+    /// Text from a webhook or a log, with secrets masked, for pages humans open from a link.
+    pub fn redact(&self, text: &str) -> String {
+        self.redactor.redact(text)
+    }
+
     pub fn public_url(&self) -> &url::Url {
         &self.public_url
     }
 
-    /// The link to an incident for chat channels (the API view; it needs the API token).
-    pub fn incident_link(&self, id: &str) -> String {
-        format!("{}/api/v1/incidents/{id}", self.public_url.as_str().trim_end_matches('/'))
+    /// The signed, read-only link to an incident's page (chat messages and emails).
+    pub fn incident_link(&self, id: crate::domain::IncidentId) -> String {
+        format!("{}/incidents/{id}?{}", self.public_url.as_str().trim_end_matches('/'), self.links.query(id))
     }
 
     /// Like [`Notifier::prepare`], but a failure to build is logged and yields nothing: a notification
@@ -393,8 +400,15 @@ impl Notifier {
                         a.expires_at,
                     )
                 });
-                let message =
-                    email::incident_email(&self.config.email, to, event, incident, details, links, &self.redactor)?;
+                let message = email::incident_email(
+                    &self.config.email,
+                    to,
+                    event,
+                    incident,
+                    details,
+                    email::EmailLinks { approval: links, incident: self.incident_link(incident.id) },
+                    &self.redactor,
+                )?;
                 prepared.rows.push(OutboxRow {
                     channel: "email".into(),
                     destination: to.clone(),
@@ -409,7 +423,7 @@ impl Notifier {
             }
         }
         for channel in self.config.channels.iter().filter(|c| c.events.contains(&event)) {
-            let body = chat::payload(channel, event, incident, details, &self.incident_link(&incident.id.to_string()));
+            let body = chat::payload(channel, event, incident, details, &self.incident_link(incident.id));
             prepared.rows.push(OutboxRow {
                 channel: "chat".into(),
                 destination: channel.name.clone(),

@@ -44,7 +44,7 @@ struct ResultPage {
 }
 
 /// Adds the headers every approval page carries.
-fn page(status: StatusCode, html: String) -> Response {
+pub(crate) fn page(status: StatusCode, html: String) -> Response {
     let mut response = (status, Html(html)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -58,7 +58,7 @@ fn page(status: StatusCode, html: String) -> Response {
     response
 }
 
-fn result(status: StatusCode, title: &str, message: &str) -> Response {
+pub(crate) fn result(status: StatusCode, title: &str, message: &str) -> Response {
     let html = ResultPage { title: title.into(), message: message.into() }
         .render()
         .unwrap_or_else(|_| "medic: internal error".into());

@@ -7,6 +7,7 @@ pub mod error;
 pub mod gate;
 pub mod health;
 pub mod hooks;
+pub mod incident_page;
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ pub struct AppState {
     pub approvals: crate::approval::Approvals,
     pub notifier: std::sync::Arc<crate::notify::Notifier>,
     pub memory: Option<crate::memory::Memory>,
+    pub links: crate::approval::links::IncidentLinks,
     pub max_body_bytes: usize,
 }
 
@@ -43,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/hooks/alertmanager", post(hooks::alertmanager))
         .route("/api/v1/incidents", post(api::create_incident).get(api::list_incidents))
         .route("/api/v1/incidents/{id}", get(api::show_incident))
+        .route("/incidents/{id}", get(incident_page::show))
         .route("/api/v1/gate/check", post(gate::check))
         .route("/api/v1/dry-run", get(gate::dry_run_state).put(gate::set_dry_run))
         .route("/approvals/{token}", get(approval::confirm).post(approval::decide))

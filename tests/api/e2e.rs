@@ -80,6 +80,13 @@ async fn scenario_1_nginx_stopped_is_healed_automatically_and_audited() {
     // An FYI email, both parts.
     let mail = world.smtp().wait_for("Fixed automatically: nginx", 15).await;
     assert!(mail.text.contains(&world.start_command()) && mail.html.contains("Command that ran"), "{}", mail.text);
+    // The email links to the read-only incident page, which shows the evidence collected over SSH.
+    let page_link = mail.text.lines().find_map(|l| l.strip_prefix("Page:")).expect("a page link").trim().to_string();
+    assert!(mail.html.contains("incident page"));
+    let page = world.app.client.get(&page_link).send().await.unwrap();
+    assert_eq!(page.status(), 200, "{page_link}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("load average") && html.contains("resolved"), "{html}");
     // The audit chain verifies.
     let rows = world.app.store.audit_rows_blocking().unwrap();
     assert!(medic::audit::verify(rows).unwrap() > 10);

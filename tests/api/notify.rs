@@ -86,7 +86,9 @@ async fn discord_telegram_slack_and_webhook_get_their_real_shapes_escaped_and_wi
     assert_eq!(embed["color"], 0xE53935, "critical is red");
     assert_eq!(embed["description"], "<b>bold</b> & <script>x</script>", "Discord embeds render no HTML");
     assert_eq!(discord["allowed_mentions"], json!({"parse": []}), "no @everyone from log text");
-    assert!(embed["url"].as_str().unwrap().ends_with(&format!("/api/v1/incidents/{id}")));
+    let link = embed["url"].as_str().unwrap().to_string();
+    assert!(link.starts_with(&format!("{}/incidents/{id}?exp=", app.base)), "{link}");
+    check_incident_page(&app, &link, &id).await;
 
     let (path, telegram) = wait_for(&seen, |(p, _)| p.contains("/sendMessage"), "telegram").await;
     assert_eq!(path, "/bot123456:ABC-test/sendMessage");
@@ -200,4 +202,39 @@ async fn an_expiry_warning_reaches_the_channels_that_take_warnings_and_the_test_
     assert_eq!(got.len(), 3, "one message per warning channel, none for the Test button: {got:?}");
     assert!(got.iter().all(|(p, _)| p != "/slack/hook"), "slack does not take warnings");
     app.stop().await;
+}
+
+/// The signed link from a chat message opens the incident's read-only page, with no token; anything else
+/// about the link gets nothing.
+async fn check_incident_page(app: &TestApp, link: &str, id: &str) {
+    let page = app.client.get(link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains(id) && html.contains("Timeline") && html.contains("opened"), "{html}");
+    assert!(html.contains("&#60;script&#62;x&#60;/script&#62;") && !html.contains("<script>"), "escaped: {html}");
+
+    let (base, query) = link.split_once('?').unwrap();
+    let other = uuid::Uuid::now_v7();
+    let bad = [
+        base.to_string(),
+        format!("{base}?{}", query.replace("sig=", "sig=00")),
+        format!("{}/incidents/{other}?{query}", app.base),
+        format!("{}/incidents/not-an-id?{query}", app.base),
+    ];
+    for url in bad {
+        let r = app.client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{url}");
+        assert!(!r.text().await.unwrap().contains(id), "{url}");
+    }
+    // A link signed with this deployment's key but past its expiry.
+    let key = std::fs::read_to_string(app.dir.path().join("secrets/link_key")).unwrap();
+    let links = medic::approval::links::IncidentLinks::new(key.trim().as_bytes(), Duration::from_secs(60));
+    let stale = links.query_at(id.parse().unwrap(), chrono::Utc::now() - chrono::Duration::hours(1));
+    let r = app.client.get(format!("{base}?{stale}")).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    let fresh = links.query_at(id.parse().unwrap(), chrono::Utc::now());
+    assert_eq!(app.client.get(format!("{base}?{fresh}")).send().await.unwrap().status(), 200, "the key is the one");
 }
