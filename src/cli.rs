@@ -43,6 +43,23 @@ pub enum Command {
     /// Search, import, export the validated-fix memory.
     #[command(subcommand)]
     Memory(MemoryCommand),
+    /// Check the inventory's hosts before an incident does.
+    #[command(subcommand)]
+    Hosts(HostsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// Run each host's evidence plan once (read-only diagnostics, through the gate) and report what fails
+    /// and whether the login shell prints. Exit 0 all good, 1 something to fix, 2 a host unreachable.
+    Check {
+        /// Only this host (inventory name).
+        #[arg(long)]
+        host: Option<String>,
+        /// The service to fill `{service}` with; default: each host's first listed service.
+        #[arg(long)]
+        service: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,6 +244,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("cannot open the memory")?;
             memory_command(cmd, &memory).await
         }
+        Command::Hosts(HostsCommand::Check { host, service }) => {
+            let (settings, _) = load_settings(cli.config.as_deref())?;
+            hosts_check(&settings, host.as_deref(), service.as_deref()).await
+        }
         Command::Gate(GateCommand::Check { host, human, jsonl, command }) => {
             let (settings, _) = load_settings(cli.config.as_deref())?;
             let gate = crate::gate::Gate::from_config(&settings.gate).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -247,6 +268,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }))
         }
     }
+}
+
+async fn hosts_check(settings: &Settings, only: Option<&str>, service: Option<&str>) -> anyhow::Result<ExitCode> {
+    use crate::collect::check::check_host;
+    let gate = crate::gate::Gate::from_config(&settings.gate).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let redactor = std::sync::Arc::new(
+        crate::collect::redact::Redactor::new(&settings.redact).map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let collector = crate::collect::Collector::new(gate, redactor, settings.collect.clone());
+    let transports = crate::transport::Transports::new(settings.transport.clone());
+    let hosts: Vec<_> = settings.inventory.hosts.iter().filter(|h| only.is_none_or(|n| h.name == n)).collect();
+    if hosts.is_empty() {
+        match only {
+            Some(name) => bail!("no host named {name:?} in [inventory]"),
+            None => bail!("[inventory] lists no hosts: nothing to check"),
+        }
+    }
+    let mut worst = 0u8;
+    for host in hosts {
+        let Some(service) = service.map(str::to_string).or_else(|| host.services.first().cloned()) else {
+            println!("{}: no services listed; pass --service to check it\n", host.name);
+            worst = worst.max(1);
+            continue;
+        };
+        let target = crate::inventory::Target { host: host.clone(), service, container: None };
+        let report = check_host(&collector, &target, transports.for_host(host).as_ref()).await;
+        println!("{}", report.render());
+        worst = worst.max(if report.unreachable() {
+            2
+        } else if report.failures() > 0 || !report.shell_noise.is_empty() {
+            1
+        } else {
+            0
+        });
+    }
+    Ok(ExitCode::from(worst))
 }
 
 async fn memory_command(cmd: MemoryCommand, memory: &crate::memory::Memory) -> anyhow::Result<ExitCode> {

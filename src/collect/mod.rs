@@ -5,6 +5,7 @@
 //! and collection goes on. Every command comes from the gate's `diagnostics` allow-list; all run
 //! concurrently (the ssh transport caps the channels) within `collect.total_timeout`.
 
+pub mod check;
 pub mod redact;
 
 use std::sync::Arc;

@@ -9,6 +9,7 @@ mod e2e;
 mod fake_llm;
 mod gate;
 mod helpers;
+mod hosts;
 mod ingest;
 mod memory;
 mod model_front;

@@ -44,6 +44,11 @@ pub struct TestSshd {
 
 impl TestSshd {
     pub fn start() -> Self {
+        Self::start_with_env("")
+    }
+
+    /// Like [`TestSshd::start`], with more `NAME=value` pairs in the sessions' environment.
+    pub fn start_with_env(env: &str) -> Self {
         // A short path: the ssh control socket lives under transport.control_dir, not here, but keys and
         // config paths end up in command lines and logs.
         let dir = tempfile::Builder::new().prefix("msh").tempdir_in("/tmp").unwrap();
@@ -62,7 +67,7 @@ impl TestSshd {
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
              PidFile {d}/sshd.pid\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nLogLevel ERROR\nMaxSessions 10\nSetEnv SHLVL=1\n",
+             PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nLogLevel ERROR\nMaxSessions 10\nSetEnv SHLVL=1 {env}\n",
             d = d.display()
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();
