@@ -67,17 +67,7 @@ pub fn rows(notifier: &Notifier, stats: &DigestStats, period: &str) -> Result<Ve
     if notifier.config().email.events.contains(&NotifyEvent::Digest) {
         let html = email.render().map_err(|e| NotifyError::Template(e.to_string()))?;
         let text = DigestText { d: &email }.render().map_err(|e| NotifyError::Template(e.to_string()))?;
-        for to in &notifier.config().email.to {
-            let built = super::email::build(&notifier.config().email, to, &email.subject, text.clone(), html.clone())?;
-            rows.push(OutboxRow {
-                channel: "email".into(),
-                destination: to.clone(),
-                subject: built.subject,
-                body: built.raw,
-                incident_id: None,
-                event: NotifyEvent::Digest,
-            });
-        }
+        rows.extend(notifier.plain_email_rows(NotifyEvent::Digest, &email.subject, &text, &html)?);
     }
     for channel in notifier.config().channels.iter().filter(|c| c.events.contains(&NotifyEvent::Digest)) {
         let summary = format!(

@@ -324,6 +324,32 @@ impl Notifier {
         })
     }
 
+    /// One email per recipient about no incident (digest, notices), whatever `email.events` says.
+    pub fn plain_email_rows(
+        &self,
+        event: NotifyEvent,
+        subject: &str,
+        text: &str,
+        html: &str,
+    ) -> Result<Vec<OutboxRow>, NotifyError> {
+        self.config
+            .email
+            .to
+            .iter()
+            .map(|to| {
+                let built = email::build(&self.config.email, to, subject, text.to_string(), html.to_string())?;
+                Ok(OutboxRow {
+                    channel: "email".into(),
+                    destination: to.clone(),
+                    subject: built.subject,
+                    body: built.raw,
+                    incident_id: None,
+                    event,
+                })
+            })
+            .collect()
+    }
+
     /// Outbox rows for a notice with no incident (Uptime Kuma's certificate and domain expiry warnings, and
     /// other msg-only messages), sent as the `warning` event. The Test button's notice goes nowhere.
     pub fn notice_rows(&self, notice: &crate::domain::Notice) -> Result<Vec<OutboxRow>, NotifyError> {
@@ -344,18 +370,7 @@ impl Notifier {
                 chat::telegram_escape(&text).replace('"', "&quot;")
             );
             let plain = format!("{title}\n\n{text}\n\nmedic opens no incident for this: no monitor is down.\n");
-            for to in &self.config.email.to {
-                let built =
-                    email::build(&self.config.email, to, &format!("[medic] {title}"), plain.clone(), html.clone())?;
-                rows.push(OutboxRow {
-                    channel: "email".into(),
-                    destination: to.clone(),
-                    subject: built.subject,
-                    body: built.raw,
-                    incident_id: None,
-                    event,
-                });
-            }
+            rows.extend(self.plain_email_rows(event, &format!("[medic] {title}"), &plain, &html)?);
         }
         for channel in self.config.channels.iter().filter(|c| c.events.contains(&event)) {
             let webhook = serde_json::json!({
