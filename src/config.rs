@@ -512,6 +512,7 @@ mod tests {
             ("[auth]\ntoken = \"short\"\n", "auth.token"),
             ("[store]\nsynchronous = \"sometimes\"\n", "store.synchronous"),
             ("[pipeline]\nretry_backoff = \"soon\"\n", "pipeline.retry_backoff"),
+            ("[approval]\nincident_link_ttl = \"10s\"\n", "approval.incident_link_ttl"),
         ];
         for (text, key) in cases {
             let err = Settings::from_toml_str(text).unwrap_err().to_string();

@@ -199,25 +199,12 @@ impl Store {
 
     /// Records one inbound alert; opens, joins or closes the monitor's incident. Returns once durable.
     pub async fn ingest(&self, alert: Alert, body: String) -> Result<IngestOutcome, StoreError> {
-        self.write(move |ctx| match alert {
-            Alert::Status(status) => ctx.apply_status(&status, &body),
-            Alert::Notice(notice) => ctx.apply_notice(&notice, &body),
-        })
-        .await
+        self.write(move |ctx| ctx.apply_alert(&alert, &body)).await
     }
 
     /// Stores several alerts (one Alertmanager notification) in one transaction: all of them, or none.
     pub async fn ingest_all(&self, alerts: Vec<(Alert, String)>) -> Result<Vec<IngestOutcome>, StoreError> {
-        self.write(move |ctx| {
-            alerts
-                .iter()
-                .map(|(alert, body)| match alert {
-                    Alert::Status(status) => ctx.apply_status(status, body),
-                    Alert::Notice(notice) => ctx.apply_notice(notice, body),
-                })
-                .collect()
-        })
-        .await
+        self.write(move |ctx| alerts.iter().map(|(alert, body)| ctx.apply_alert(alert, body)).collect()).await
     }
 
     /// Applies a checked transition if the incident is still in `transition.from()`.
@@ -793,6 +780,13 @@ impl WriteCtx<'_> {
             ))
         })
         .transpose()
+    }
+
+    fn apply_alert(&mut self, alert: &Alert, body: &str) -> Result<IngestOutcome, StoreError> {
+        match alert {
+            Alert::Status(status) => self.apply_status(status, body),
+            Alert::Notice(notice) => self.apply_notice(notice, body),
+        }
     }
 
     /// For a source whose DOWN carries the outage's start (Alertmanager's startsAt): the closed incident
