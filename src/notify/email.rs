@@ -66,6 +66,22 @@ pub struct IncidentText<'a> {
     pub d: &'a IncidentEmail,
 }
 
+/// A notice with no incident (an expiry warning). Renders the HTML part.
+#[derive(Template)]
+#[template(path = "email/notice.html")]
+pub struct NoticeEmail {
+    pub subject: String,
+    pub title: String,
+    pub message: String,
+}
+
+/// The notice's plain-text part.
+#[derive(Template)]
+#[template(path = "email/notice.txt", escape = "none")]
+pub struct NoticeText<'a> {
+    pub d: &'a NoticeEmail,
+}
+
 /// A built message: its subject and the raw MIME bytes (ASCII) for the outbox.
 pub struct BuiltEmail {
     pub subject: String,

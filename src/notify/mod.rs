@@ -354,6 +354,7 @@ impl Notifier {
     /// other msg-only messages), sent as the `warning` event. The Test button's notice goes nowhere.
     pub fn notice_rows(&self, notice: &crate::domain::Notice) -> Result<Vec<OutboxRow>, NotifyError> {
         use crate::domain::NoticeKind;
+        use askama::Template;
         let event = NotifyEvent::Warning;
         let what = match notice.kind {
             NoticeKind::Test => return Ok(Vec::new()),
@@ -364,13 +365,11 @@ impl Notifier {
         let text = self.redactor.redact(&notice.message);
         let mut rows = Vec::new();
         if self.config.email.events.contains(&event) {
-            let html = format!(
-                "<p><strong>{}</strong></p><p>{}</p><p>medic opens no incident for this: no monitor is down.</p>",
-                chat::telegram_escape(&title),
-                chat::telegram_escape(&text).replace('"', "&quot;")
-            );
-            let plain = format!("{title}\n\n{text}\n\nmedic opens no incident for this: no monitor is down.\n");
-            rows.extend(self.plain_email_rows(event, &format!("[medic] {title}"), &plain, &html)?);
+            let message =
+                email::NoticeEmail { subject: format!("[medic] {title}"), title: title.clone(), message: text.clone() };
+            let html = message.render().map_err(|e| NotifyError::Template(e.to_string()))?;
+            let plain = email::NoticeText { d: &message }.render().map_err(|e| NotifyError::Template(e.to_string()))?;
+            rows.extend(self.plain_email_rows(event, &message.subject, &plain, &html)?);
         }
         for channel in self.config.channels.iter().filter(|c| c.events.contains(&event)) {
             let webhook = serde_json::json!({
