@@ -421,10 +421,18 @@ async fn audit(cmd: AuditCommand, store: &Store) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCommand::Verify => {
             let rows = store.audit_rows_blocking()?;
-            match crate::audit::verify(rows) {
-                Ok(n) => {
-                    println!("audit chain OK: {n} events verified");
+            let mismatches: Vec<_> = rows.iter().filter(|r| r.kind == "audit_anchor_mismatch").map(|r| r.seq).collect();
+            match crate::audit::verify_anchored(rows, Some(store.audit_anchor())) {
+                Ok(n) if mismatches.is_empty() => {
+                    println!("audit chain OK: {n} events verified, MACs and the head outside the database match");
                     Ok(ExitCode::SUCCESS)
+                }
+                Ok(n) => {
+                    println!(
+                        "audit chain verifies ({n} events), but it records that the database did not match its \
+                         anchor at start-up (rows lost or replaced before that point): see seq {mismatches:?}"
+                    );
+                    Ok(ExitCode::from(1))
                 }
                 Err(e) => {
                     println!("audit chain BROKEN at seq {}: {e}", e.seq());

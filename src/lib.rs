@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod memory;
 pub mod notify;
 pub mod pipeline;
+pub mod secrets;
 pub mod startup;
 pub mod store;
 pub mod transport;

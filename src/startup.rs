@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::approval::Approvals;
+use crate::approval::journal::DecisionJournal;
 use crate::approval::links::IncidentLinks;
 use crate::collect::Collector;
 use crate::collect::redact::Redactor;
@@ -25,8 +26,10 @@ use crate::execute::{Executor, Verifier};
 use crate::gate::{ActionPolicy, DryRun, Gate};
 use crate::inventory::Inventory;
 use crate::memory::Memory;
-use crate::notify::Notifier;
 use crate::notify::outbox::OutboxSender;
+use crate::notify::seal::Sealer;
+use crate::notify::{Notifier, NotifierParts};
+use crate::secrets::SecretsDir;
 use crate::pipeline::{Pipeline, Runner, Stages};
 use crate::store::Store;
 use crate::transport::Transports;
@@ -93,21 +96,33 @@ impl Application {
         };
 
         let shutdown = CancellationToken::new();
-        let approvals = Approvals::new(store.clone(), &settings.approval);
-        let links = IncidentLinks::open(&settings.store.data_dir, settings.approval.incident_link_ttl)
+        let secrets = SecretsDir::open(&settings.store.data_dir)
+            .with_context(|| format!("cannot create {}/secrets", settings.store.data_dir.display()))?;
+        let journal = DecisionJournal::open(&secrets)
+            .context("cannot read or create the decision journal in <data_dir>/secrets/decisions.log")?;
+        let approvals = Approvals::new(store.clone(), &settings.approval, journal);
+        let links = IncidentLinks::open(&secrets, settings.approval.incident_link_ttl)
             .context("cannot read or create the incident link key in <data_dir>/secrets/link_key")?;
+        let sealer = Sealer::new(
+            &secrets.key("outbox_key").context("cannot read or create <data_dir>/secrets/outbox_key")?,
+        );
         let notifier = Arc::new(Notifier::new(
             settings.notify.clone(),
-            approvals.clone(),
-            public_url,
-            redactor.clone(),
-            links.clone(),
+            NotifierParts {
+                approvals: approvals.clone(),
+                public_url,
+                redactor: redactor.clone(),
+                links: links.clone(),
+                sealer: sealer.clone(),
+                gate: gate.clone(),
+            },
         ));
         let outbox = OutboxSender::new(
             store.clone(),
             settings.notify.clone(),
             settings.store.data_dir.clone(),
             notifier.wake_handle(),
+            sealer,
         )
         .map_err(|e| anyhow::anyhow!("notify.email: {e}"))?;
         let mut background = vec![tokio::spawn(outbox.run(shutdown.clone()))];
@@ -119,8 +134,9 @@ impl Application {
             )));
         }
 
+        let inventory = Inventory::new(settings.inventory.clone());
         let stages = Stages {
-            inventory: Inventory::new(settings.inventory.clone()),
+            inventory: inventory.clone(),
             transports: Arc::new(Transports::new(settings.transport.clone())),
             collector: Collector::new(gate.clone(), redactor.clone(), settings.collect.clone()),
             gate: gate.clone(),
@@ -146,6 +162,12 @@ impl Application {
             runner.enqueue(id, key);
         }
         notifier.kick();
+        background.push(tokio::spawn(crate::pipeline::lifecycle::run(
+            store.clone(),
+            approvals.clone(),
+            runner.clone(),
+            shutdown.clone(),
+        )));
 
         let state = Arc::new(AppState {
             store: store.clone(),
@@ -157,6 +179,8 @@ impl Application {
             notifier,
             memory,
             links,
+            inventory,
+            throttle: Default::default(),
             max_body_bytes: settings.server.max_body_bytes,
         });
         Ok(Self { listener, state, store, runner_handle, background, shutdown, grace: settings.server.shutdown_grace })
@@ -177,7 +201,7 @@ impl Application {
         info!(%addr, "medic listening on http://{addr}");
         let router = web::router(self.state.clone());
         let shutdown = self.shutdown.clone();
-        axum::serve(self.listener, router)
+        axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 signal.await;
                 info!("Shutdown requested: no new requests; finishing in-flight work.");
@@ -250,17 +274,4 @@ fn read_token_file(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Writes a file only the owner can read.
-pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(content.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()
-}
+pub use crate::secrets::write_private;

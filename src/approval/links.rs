@@ -7,7 +7,6 @@
 //! Whoever can read the channel can read the incident, so the page shows only redacted text, as the
 //! channels themselves do.
 
-use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -44,18 +43,8 @@ impl IncidentLinks {
     }
 
     /// Reads the key from `<data_dir>/secrets/link_key`, generating it on first start.
-    pub fn open(data_dir: &Path, ttl: Duration) -> std::io::Result<Self> {
-        let path = data_dir.join("secrets").join("link_key");
-        if !path.exists() {
-            std::fs::create_dir_all(path.parent().expect("path has a parent"))?;
-            crate::startup::write_private(&path, &crate::random_token(32))?;
-        }
-        let text = std::fs::read_to_string(&path)?;
-        let key = text.lines().next().unwrap_or("").trim();
-        if key.len() < 32 {
-            return Err(std::io::Error::other(format!("{} holds a key shorter than 32 characters", path.display())));
-        }
-        Ok(Self::new(key.as_bytes(), ttl))
+    pub fn open(secrets: &crate::secrets::SecretsDir, ttl: Duration) -> std::io::Result<Self> {
+        Ok(Self::new(&secrets.key("link_key")?, ttl))
     }
 
     fn mac(&self, id: IncidentId, exp: i64) -> HmacSha256 {

@@ -1,14 +1,27 @@
-//! Approval links: random single-use tokens (only their SHA-256 is stored), expiring, bound to the
-//! incident, the exact command's hash and the recipient.
+//! Approval links: random single-use tokens (only their SHA-256 is stored), expiring, each doing one
+//! thing: an email carries an *approve* token and a separate *reject* token, and neither can be turned
+//! into the other.
+//!
+//! **An approval is bound to what will run and where**: the incident, the recipient, the canonical argv
+//! (its hash), the host (name and address), the service and container, and the gate's verdict for that
+//! argv on that host. If any of these changed before the POST, the POST is refused with the reason and
+//! the incident asks again with fresh links ([`Binding`]).
 //!
 //! `GET /approvals/{token}` shows a confirm page and changes nothing (mail scanners and link previews
 //! fetch links on their own). Only a `POST` carrying the page's CSRF value, the incident id and the
 //! command hash decides. **The decision is atomic and the first valid one wins**: it runs in the store's
-//! single writer, checks the row (not decided, not expired, same incident, same command, CSRF), closes
-//! every token of that incident and moves the incident to approved or rejected in one transaction.
-//! Test: `tests/api/approval.rs` (replay, expiry, tampering, 20 concurrent approves → one execution).
+//! single writer, checks the row (not decided, not expired, same incident, same command, CSRF, same
+//! binding), writes the decision to the [`journal`] outside the database, closes every token of that
+//! incident and moves the incident to approved or rejected in one transaction.
+//!
+//! **Single use survives a restore**: the decision journal (`<data_dir>/secrets/decisions.log`) is
+//! checked before any decision and before any approved command runs, so a database restored from before
+//! the decision cannot revive a used link.
+//! Tests: `tests/api/approval.rs`, `tests/api/approval_attacks.rs`.
 
+pub mod journal;
 pub mod links;
+pub mod throttle;
 
 use std::time::Duration;
 
@@ -21,7 +34,10 @@ use subtle::ConstantTimeEq;
 use crate::audit::AuditRecord;
 use crate::config::{ConfigError, empty_none};
 use crate::domain::{Actor, IncidentId, IncidentState, Transition};
+use crate::gate::{Authority, Gate};
+use crate::inventory::Target;
 use crate::store::{Store, StoreError, WriteCtx};
+use journal::{DecisionJournal, Entry};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +51,9 @@ pub struct ApprovalConfig {
     /// How long a read-only incident link (in chat messages and emails) works.
     #[serde(with = "humantime_serde")]
     pub incident_link_ttl: Duration,
+    /// How often an incident whose approval links expired unanswered is asked again (new links)
+    /// before medic stops asking and leaves it parked for a human, with an escalation email.
+    pub max_requests: u32,
 }
 
 impl Default for ApprovalConfig {
@@ -43,6 +62,7 @@ impl Default for ApprovalConfig {
             public_url: None,
             ttl: Duration::from_secs(24 * 3600),
             incident_link_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_requests: 3,
         }
     }
 }
@@ -54,6 +74,9 @@ impl ApprovalConfig {
         }
         if self.incident_link_ttl < Duration::from_secs(60) {
             return Err(ConfigError::invalid("approval.incident_link_ttl", "must be at least 1m"));
+        }
+        if self.max_requests == 0 {
+            return Err(ConfigError::invalid("approval.max_requests", "must be at least 1"));
         }
         if let Some(url) = &self.public_url
             && !matches!(url.scheme(), "http" | "https")
@@ -73,39 +96,58 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// A freshly issued token; the plaintext only ever lives in the email.
-#[derive(Debug, Clone)]
-pub struct Issued {
-    pub token: String,
-    pub recipient: String,
-    pub expires_at: DateTime<Utc>,
-    row: ApprovalRow,
+/// Where and as what a command would run: what an approval is bound to besides the argv.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Binding {
+    /// Host name with its transport and address (`web1 ssh medic@10.0.0.5:22`).
+    pub host: String,
+    pub service: String,
+    pub container: Option<String>,
+    /// The gate's verdict for the argv on that host, for a human (`approval|template|category`).
+    pub verdict: String,
 }
 
-#[derive(Debug, Clone)]
-struct ApprovalRow {
-    token_hash: String,
-    incident_id: IncidentId,
-    command_hash: String,
-    argv: Vec<String>,
-    rollback: Option<String>,
-    recipient: String,
-    csrf: String,
-    expires_at: DateTime<Utc>,
+impl Binding {
+    /// The binding as of now: the incident's current target and the gate's current verdict.
+    pub fn current(gate: &Gate, target: Option<&Target>, argv: &[String]) -> Result<Self, String> {
+        let target = target.ok_or("the incident's monitor no longer maps to a host in [inventory]")?;
+        let h = &target.host;
+        let verdict = gate.check(&argv.join(" "), Some(&h.name), Authority::Human);
+        if verdict.argv() != argv {
+            return Err(format!("the gate now refuses `{}` on {}: {}", argv.join(" "), h.name, verdict.reason()));
+        }
+        Ok(Self {
+            host: format!("{} {:?} {}@{}:{}", h.name, h.transport, h.user, h.address, h.port).to_lowercase(),
+            service: target.service.clone(),
+            container: target.container.clone(),
+            verdict: format!("{}|{}", verdict.kind(), verdict.template().unwrap_or("")),
+        })
+    }
+
+    /// What differs between the approved binding and the current one, for the refusal page.
+    pub fn difference(&self, now: &Binding) -> Option<String> {
+        let mut diffs = Vec::new();
+        if self.host != now.host {
+            diffs.push(format!("the host is now `{}` (the link was for `{}`)", now.host, self.host));
+        }
+        if self.service != now.service {
+            diffs.push(format!("the service is now `{}` (the link was for `{}`)", now.service, self.service));
+        }
+        if self.container != now.container {
+            diffs.push(format!(
+                "the container is now `{}` (the link was for `{}`)",
+                now.container.as_deref().unwrap_or("none"),
+                self.container.as_deref().unwrap_or("none")
+            ));
+        }
+        if self.verdict != now.verdict {
+            diffs.push(format!("the gate's verdict is now `{}` (it was `{}`)", now.verdict, self.verdict));
+        }
+        (!diffs.is_empty()).then(|| diffs.join("; "))
+    }
 }
 
-/// What the confirm page shows.
-#[derive(Debug, Clone, Serialize)]
-pub struct ApprovalView {
-    pub incident_id: IncidentId,
-    pub argv: Vec<String>,
-    pub command_hash: String,
-    pub rollback: Option<String>,
-    pub recipient: String,
-    pub csrf: String,
-    pub expires_at: DateTime<Utc>,
-}
-
+/// What a link does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
@@ -120,6 +162,90 @@ impl Decision {
             Decision::Reject => "rejected",
         }
     }
+
+    fn action(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+        }
+    }
+
+    fn from_action(text: &str) -> Option<Self> {
+        match text {
+            "approve" => Some(Decision::Approve),
+            "reject" => Some(Decision::Reject),
+            _ => None,
+        }
+    }
+}
+
+/// One approval round for one incident: the command, its binding, and a gated rollback line.
+#[derive(Debug, Clone)]
+pub struct ApprovalRequest {
+    pub request_id: String,
+    pub incident_id: IncidentId,
+    pub argv: Vec<String>,
+    pub binding: Binding,
+    /// The rollback as shown (already gated), if any.
+    pub rollback: Option<String>,
+}
+
+/// A freshly issued pair of tokens for one recipient; the plaintext only ever lives in the email.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub approve_token: String,
+    pub reject_token: String,
+    pub recipient: String,
+    pub expires_at: DateTime<Utc>,
+    request: ApprovalRequest,
+    rows: Vec<(String, Decision, String)>,
+}
+
+/// What the confirm page shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalView {
+    pub incident_id: IncidentId,
+    pub action: Decision,
+    pub argv: Vec<String>,
+    pub command_hash: String,
+    pub rollback: Option<String>,
+    pub recipient: String,
+    pub csrf: String,
+    pub expires_at: DateTime<Utc>,
+    pub host: String,
+    pub service: String,
+    pub container: Option<String>,
+}
+
+/// Who decided, from where.
+#[derive(Debug, Clone, Default)]
+pub struct Decider {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+impl Decider {
+    /// "alice@example.com from 192.0.2.7 (Mozilla/5.0 …) at 2026-11-30 12:00:00 UTC"
+    pub fn describe(&self, recipient: &str, at: DateTime<Utc>) -> String {
+        let ua: String = self.user_agent.chars().filter(|c| !c.is_control()).take(120).collect();
+        format!(
+            "{recipient} from {} ({}) at {}",
+            if self.ip.is_empty() { "unknown address" } else { &self.ip },
+            if ua.is_empty() { "no user agent" } else { &ua },
+            at.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// A decision that was recorded.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub incident_id: IncidentId,
+    pub argv: Vec<String>,
+    pub recipient: String,
+    pub decision: Decision,
+    /// Recipient, address, user agent and time, for the timeline and the confirmation email.
+    pub who: String,
 }
 
 /// Why a link or a decision was refused (each gets its own clear page).
@@ -131,38 +257,61 @@ pub enum ApprovalError {
     Expired(String),
     #[error("a decision was already made: {decision} at {at}")]
     AlreadyDecided { decision: String, at: String },
+    #[error("a decision on this request is already recorded in medic's decision journal")]
+    InJournal,
     #[error("the form does not match this link (incident, command or form token differ)")]
     Mismatch,
+    #[error("this link can only {0}; it cannot be used to {1}")]
+    WrongAction(&'static str, &'static str),
     #[error("the incident is no longer waiting for approval (it is {0})")]
     NotWaiting(String),
+    #[error("what would run has changed since this email was sent: {0}. medic is asking again with new links")]
+    Changed(String),
 }
 
 impl Issued {
-    /// Writes the token's row, in the caller's transaction.
+    pub fn request_id(&self) -> &str {
+        &self.request.request_id
+    }
+
+    /// Writes the tokens' rows, in the caller's transaction.
     pub fn persist(&self, ctx: &mut WriteCtx<'_>) -> Result<(), StoreError> {
-        let r = &self.row;
-        ctx.conn().execute(
-            "INSERT INTO approvals (token_hash, incident_id, command_hash, argv_json, rollback, recipient, csrf, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                r.token_hash,
-                r.incident_id.to_string(),
-                r.command_hash,
-                serde_json::to_string(&r.argv)?,
-                r.rollback,
-                r.recipient,
-                r.csrf,
-                crate::audit::format_time(ctx.now()),
-                crate::audit::format_time(r.expires_at)
-            ],
-        )?;
+        let r = &self.request;
+        let hash = command_hash(&r.argv);
+        for (token_hash, action, csrf) in &self.rows {
+            ctx.conn().execute(
+                "INSERT INTO approvals (token_hash, incident_id, command_hash, argv_json, rollback, recipient, csrf,
+                     created_at, expires_at, action, request_id, host, service, container, verdict)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                params![
+                    token_hash,
+                    r.incident_id.to_string(),
+                    hash,
+                    serde_json::to_string(&r.argv)?,
+                    r.rollback,
+                    self.recipient,
+                    csrf,
+                    crate::audit::format_time(ctx.now()),
+                    crate::audit::format_time(self.expires_at),
+                    action.action(),
+                    r.request_id,
+                    r.binding.host,
+                    r.binding.service,
+                    r.binding.container,
+                    r.binding.verdict,
+                ],
+            )?;
+        }
         ctx.audit(
             Some(r.incident_id),
             Actor::System,
             AuditRecord::ApprovalRequested {
-                recipient: r.recipient.clone(),
-                command_hash: r.command_hash.clone(),
-                expires_at: crate::audit::format_time(r.expires_at),
+                recipient: self.recipient.clone(),
+                command_hash: hash,
+                expires_at: crate::audit::format_time(self.expires_at),
+                host: r.binding.host.clone(),
+                service: r.binding.service.clone(),
+                request_id: r.request_id.clone(),
             },
         )
     }
@@ -172,169 +321,315 @@ impl Issued {
 pub struct Approvals {
     store: Store,
     ttl: Duration,
+    max_requests: u32,
+    journal: DecisionJournal,
 }
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-impl Approvals {
-    pub fn new(store: Store, config: &ApprovalConfig) -> Self {
-        Self { store, ttl: config.ttl }
+/// One stored token row.
+struct Row {
+    incident: String,
+    action: String,
+    request_id: String,
+    command_hash: String,
+    argv: String,
+    rollback: Option<String>,
+    recipient: String,
+    csrf: String,
+    expires: String,
+    decided_at: Option<String>,
+    decision: Option<String>,
+    host: String,
+    service: String,
+    container: Option<String>,
+    verdict: String,
+}
+
+fn row(conn: &rusqlite::Connection, hash: &str) -> Result<Option<Row>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT incident_id, action, request_id, command_hash, argv_json, rollback, recipient, csrf, expires_at,
+                    decided_at, decision, host, service, container, verdict
+             FROM approvals WHERE token_hash = ?1",
+            [hash],
+            |r| {
+                Ok(Row {
+                    incident: r.get(0)?,
+                    action: r.get(1)?,
+                    request_id: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    command_hash: r.get(3)?,
+                    argv: r.get(4)?,
+                    rollback: r.get(5)?,
+                    recipient: r.get(6)?,
+                    csrf: r.get(7)?,
+                    expires: r.get(8)?,
+                    decided_at: r.get(9)?,
+                    decision: r.get(10)?,
+                    host: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
+                    service: r.get::<_, Option<String>>(12)?.unwrap_or_default(),
+                    container: r.get(13)?,
+                    verdict: r.get::<_, Option<String>>(14)?.unwrap_or_default(),
+                })
+            },
+        )
+        .optional()?)
+}
+
+impl Row {
+    /// The checks a GET and a POST share: known, one action, undecided, not in the journal, not expired.
+    fn usable(&self, journal: &DecisionJournal, now: DateTime<Utc>) -> Result<Result<Decision, ApprovalError>, StoreError> {
+        let Some(action) = Decision::from_action(&self.action) else {
+            // A link from before bound approvals: never usable (the incident is asked again).
+            return Ok(Err(ApprovalError::Unknown));
+        };
+        if let (Some(at), Some(decision)) = (&self.decided_at, &self.decision) {
+            return Ok(Err(ApprovalError::AlreadyDecided { decision: decision.clone(), at: at.clone() }));
+        }
+        if journal.contains(&self.request_id, Entry::Decided) {
+            return Ok(Err(ApprovalError::InJournal));
+        }
+        if now >= parse_time(&self.expires)? {
+            return Ok(Err(ApprovalError::Expired(self.expires.clone())));
+        }
+        Ok(Ok(action))
     }
 
-    /// A new token for one recipient (not yet stored: persist it with the email, in one transaction).
-    pub fn issue(&self, incident_id: IncidentId, argv: &[String], rollback: Option<String>, recipient: &str) -> Issued {
-        let token = crate::random_token(32);
+    fn binding(&self) -> Binding {
+        Binding {
+            host: self.host.clone(),
+            service: self.service.clone(),
+            container: self.container.clone(),
+            verdict: self.verdict.clone(),
+        }
+    }
+
+    fn incident_id(&self) -> Result<IncidentId, StoreError> {
+        self.incident.parse().map_err(|e: uuid::Error| StoreError::Corrupt(e.to_string()))
+    }
+}
+
+/// The form a decision POST carries.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionForm {
+    pub incident_id: String,
+    pub command_hash: String,
+    pub csrf: String,
+    /// The decision the form asks for, when it names one.
+    pub decision: Option<Decision>,
+    pub reason: Option<String>,
+}
+
+impl Approvals {
+    pub fn new(store: Store, config: &ApprovalConfig, journal: DecisionJournal) -> Self {
+        Self { store, ttl: config.ttl, max_requests: config.max_requests, journal }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn max_requests(&self) -> u32 {
+        self.max_requests
+    }
+
+    /// How many approval requests (rounds of links) an incident has had.
+    pub async fn requests_made(&self, id: IncidentId) -> Result<u32, StoreError> {
+        self.store
+            .read(move |conn| {
+                Ok(conn.query_row(
+                    "SELECT COUNT(DISTINCT COALESCE(request_id, token_hash)) FROM approvals WHERE incident_id = ?1",
+                    [id.to_string()],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+    }
+
+    pub fn journal(&self) -> &DecisionJournal {
+        &self.journal
+    }
+
+    /// A new pair of tokens for one recipient (not yet stored: persist it with the email, in one
+    /// transaction).
+    pub fn issue(&self, request: &ApprovalRequest, recipient: &str) -> Issued {
+        let approve_token = crate::random_token(32);
+        let reject_token = crate::random_token(32);
         let expires_at = Utc::now() + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::hours(24));
-        let row = ApprovalRow {
-            token_hash: token_hash(&token),
-            incident_id,
-            command_hash: command_hash(argv),
-            argv: argv.to_vec(),
-            rollback,
+        let rows = vec![
+            (token_hash(&approve_token), Decision::Approve, crate::random_token(24)),
+            (token_hash(&reject_token), Decision::Reject, crate::random_token(24)),
+        ];
+        Issued {
+            approve_token,
+            reject_token,
             recipient: recipient.to_string(),
-            csrf: crate::random_token(24),
             expires_at,
-        };
-        Issued { token, recipient: recipient.to_string(), expires_at, row }
+            request: request.clone(),
+            rows,
+        }
     }
 
     /// What a GET shows. Changes nothing.
     pub async fn view(&self, token: &str) -> Result<Result<ApprovalView, ApprovalError>, StoreError> {
         let hash = token_hash(token);
+        let journal = self.journal.clone();
         self.store
             .read(move |conn| {
-                type Row = (String, String, String, Option<String>, String, String, String, Option<String>, Option<String>);
-                let row: Option<Row> = conn
-                    .query_row(
-                        "SELECT incident_id, command_hash, argv_json, rollback, recipient, csrf, expires_at, decided_at, decision
-                         FROM approvals WHERE token_hash = ?1",
-                        [&hash],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
-                    )
-                    .optional()?;
-                let Some((incident, command_hash, argv, rollback, recipient, csrf, expires, decided_at, decision)) = row else {
-                    return Ok(Err(ApprovalError::Unknown));
+                let Some(row) = row(conn, &hash)? else { return Ok(Err(ApprovalError::Unknown)) };
+                let action = match row.usable(&journal, Utc::now())? {
+                    Ok(a) => a,
+                    Err(e) => return Ok(Err(e)),
                 };
-                if let (Some(at), Some(decision)) = (decided_at, decision) {
-                    return Ok(Err(ApprovalError::AlreadyDecided { decision, at }));
-                }
-                let expires_at = parse_time(&expires)?;
-                if Utc::now() >= expires_at {
-                    return Ok(Err(ApprovalError::Expired(expires)));
-                }
                 Ok(Ok(ApprovalView {
-                    incident_id: incident.parse().map_err(|e: uuid::Error| StoreError::Corrupt(e.to_string()))?,
-                    argv: serde_json::from_str(&argv)?,
-                    command_hash,
-                    rollback,
-                    recipient,
-                    csrf,
-                    expires_at,
+                    incident_id: row.incident_id()?,
+                    action,
+                    argv: serde_json::from_str(&row.argv)?,
+                    command_hash: row.command_hash,
+                    rollback: row.rollback,
+                    recipient: row.recipient,
+                    csrf: row.csrf,
+                    expires_at: parse_time(&row.expires)?,
+                    host: row.host,
+                    service: row.service,
+                    container: row.container,
                 }))
             })
             .await
     }
 
-    /// The decision, atomically: checks everything and moves the incident, or changes nothing.
+    /// The decision, atomically: checks everything and moves the incident, or changes nothing. When the
+    /// binding changed, the request is closed and the incident goes back to `escalated` to ask again.
     pub async fn decide(
         &self,
         token: &str,
-        form_incident: &str,
-        form_command_hash: &str,
-        form_csrf: &str,
-        decision: Decision,
-        reason: Option<String>,
-    ) -> Result<Result<(IncidentId, Vec<String>, String), ApprovalError>, StoreError> {
+        form: DecisionForm,
+        decider: Decider,
+        current: Result<Binding, String>,
+    ) -> Result<Result<Decided, ApprovalError>, StoreError> {
         let hash = token_hash(token);
-        let form_incident = form_incident.to_string();
-        let form_command_hash = form_command_hash.to_string();
-        let form_csrf = form_csrf.to_string();
+        let journal = self.journal.clone();
         self.store
             .write(move |ctx| {
-                type Row = (String, String, String, String, String, String, Option<String>, Option<String>);
-                let row: Option<Row> = ctx
-                    .conn()
-                    .query_row(
-                        "SELECT incident_id, command_hash, argv_json, recipient, csrf, expires_at, decided_at, decision
-                         FROM approvals WHERE token_hash = ?1",
-                        [&hash],
-                        |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
-                        },
-                    )
-                    .optional()?;
-                let Some((incident, command_hash, argv, recipient, csrf, expires, decided_at, earlier)) = row else {
-                    return Ok(Err(ApprovalError::Unknown));
+                let Some(row) = row(ctx.conn(), &hash)? else { return Ok(Err(ApprovalError::Unknown)) };
+                let action = match row.usable(&journal, ctx.now())? {
+                    Ok(a) => a,
+                    Err(e) => return Ok(Err(e)),
                 };
-                if let (Some(at), Some(decision)) = (decided_at, earlier) {
-                    return Ok(Err(ApprovalError::AlreadyDecided { decision, at }));
-                }
-                if ctx.now() >= parse_time(&expires)? {
-                    return Ok(Err(ApprovalError::Expired(expires)));
-                }
                 let same = |a: &str, b: &str| bool::from(a.as_bytes().ct_eq(b.as_bytes()));
-                if !same(&incident, &form_incident)
-                    || !same(&command_hash, &form_command_hash)
-                    || !same(&csrf, &form_csrf)
+                if !same(&row.incident, &form.incident_id)
+                    || !same(&row.command_hash, &form.command_hash)
+                    || !same(&row.csrf, &form.csrf)
                 {
                     return Ok(Err(ApprovalError::Mismatch));
                 }
-                let id: IncidentId = incident.parse().map_err(|e: uuid::Error| StoreError::Corrupt(e.to_string()))?;
+                if let Some(asked) = form.decision
+                    && asked != action
+                {
+                    return Ok(Err(ApprovalError::WrongAction(action.action(), asked.action())));
+                }
+                let id = row.incident_id()?;
                 let state = ctx.state_of(id)?;
                 if state != IncidentState::AwaitingApproval {
                     return Ok(Err(ApprovalError::NotWaiting(state.to_string())));
                 }
                 let now = crate::audit::format_time(ctx.now());
+                let changed = match &current {
+                    Err(why) => Some(why.clone()),
+                    Ok(now_binding) => row.binding().difference(now_binding),
+                };
+                if let Some(why) = changed {
+                    ctx.conn().execute(
+                        "UPDATE approvals SET decided_at = ?2, decision = 'superseded'
+                         WHERE incident_id = ?1 AND decided_at IS NULL",
+                        params![row.incident, now],
+                    )?;
+                    let reason = format!("approval refused: {why}; asking again");
+                    ctx.audit(
+                        Some(id),
+                        Actor::Human,
+                        AuditRecord::ApprovalRefused {
+                            status: 409,
+                            reason: reason.clone(),
+                            ip: decider.ip.clone(),
+                            user_agent: decider.user_agent.clone(),
+                        },
+                    )?;
+                    ctx.update_details(id, |d| d.escalation_reason = Some(reason.clone()))?;
+                    ctx.transition(id, &Transition::new(state, IncidentState::Escalated, reason)?, Actor::System)?;
+                    return Ok(Err(ApprovalError::Changed(why)));
+                }
+                // Outside the database first: a restored backup cannot revive this request.
+                match journal.record(&row.request_id, &row.incident, Entry::Decided) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(Err(ApprovalError::InJournal)),
+                    Err(e) => return Err(StoreError::Corrupt(format!("cannot write the decision journal: {e}"))),
+                }
                 // First valid decision wins: close every token of this incident.
                 ctx.conn().execute(
                     "UPDATE approvals SET decided_at = ?2, decision = ?3,
                          reason = CASE WHEN token_hash = ?4 THEN ?5 ELSE reason END,
-                         used = CASE WHEN token_hash = ?4 THEN 1 ELSE 0 END
+                         used = CASE WHEN token_hash = ?4 THEN 1 ELSE 0 END,
+                         decided_ip = CASE WHEN token_hash = ?4 THEN ?6 ELSE NULL END,
+                         decided_ua = CASE WHEN token_hash = ?4 THEN ?7 ELSE NULL END
                      WHERE incident_id = ?1 AND decided_at IS NULL",
-                    params![incident, now, decision.as_str(), hash, reason],
+                    params![row.incident, now, action.as_str(), hash, form.reason, decider.ip, decider.user_agent],
                 )?;
-                let argv: Vec<String> = serde_json::from_str(&argv)?;
-                let to = match decision {
+                let argv: Vec<String> = serde_json::from_str(&row.argv)?;
+                let to = match action {
                     Decision::Approve => IncidentState::Approved,
                     Decision::Reject => IncidentState::Rejected,
                 };
-                let why = match (&decision, &reason) {
-                    (Decision::Approve, _) => format!("approved by {recipient}: {}", argv.join(" ")),
-                    (Decision::Reject, Some(r)) if !r.trim().is_empty() => format!("rejected by {recipient}: {r}"),
-                    (Decision::Reject, _) => format!("rejected by {recipient}"),
+                let who = decider.describe(&row.recipient, ctx.now());
+                let why = match (&action, &form.reason) {
+                    (Decision::Approve, _) => format!("approved by {who}: {}", argv.join(" ")),
+                    (Decision::Reject, Some(r)) if !r.trim().is_empty() => format!("rejected by {who}: {r}"),
+                    (Decision::Reject, _) => format!("rejected by {who}"),
                 };
                 ctx.transition(id, &Transition::new(state, to, why)?, Actor::Human)?;
+                ctx.update_details(id, |d| d.decided_by = Some(who.clone()))?;
                 ctx.audit(
                     Some(id),
                     Actor::Human,
                     AuditRecord::ApprovalDecided {
-                        decision: decision.as_str().into(),
-                        recipient: recipient.clone(),
-                        reason: reason.clone().unwrap_or_default(),
+                        decision: action.as_str().into(),
+                        recipient: row.recipient.clone(),
+                        reason: form.reason.clone().unwrap_or_default(),
+                        ip: decider.ip.clone(),
+                        user_agent: decider.user_agent.clone(),
+                        request_id: row.request_id.clone(),
                     },
                 )?;
-                Ok(Ok((id, argv, recipient)))
+                Ok(Ok(Decided { incident_id: id, argv, recipient: row.recipient, decision: action, who }))
             })
             .await
     }
 
-    /// The approved command and approver of an incident (for execution after a restart).
-    pub async fn approved_command(
-        &self,
-        id: IncidentId,
-    ) -> Result<Option<(Vec<String>, String, Option<String>)>, StoreError> {
+    /// The approved command of an incident, with its approver and request (for execution).
+    pub async fn approved_command(&self, id: IncidentId) -> Result<Option<ApprovedRow>, StoreError> {
         self.store
             .read(move |conn| {
-                let row: Option<(String, String, Option<String>)> = conn
+                let row: Option<(String, String, Option<String>, Option<String>, Option<String>)> = conn
                     .query_row(
-                        "SELECT argv_json, recipient, rollback FROM approvals WHERE incident_id = ?1 AND decision = 'approved' AND used = 1",
+                        "SELECT argv_json, recipient, rollback, request_id, host FROM approvals
+                         WHERE incident_id = ?1 AND decision = 'approved' AND used = 1
+                         ORDER BY decided_at DESC LIMIT 1",
                         [id.to_string()],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                     )
                     .optional()?;
-                row.map(|(argv, who, rollback)| Ok((serde_json::from_str(&argv)?, who, rollback))).transpose()
+                row.map(|(argv, recipient, rollback, request_id, host)| {
+                    Ok(ApprovedRow {
+                        argv: serde_json::from_str(&argv)?,
+                        recipient,
+                        rollback,
+                        request_id: request_id.unwrap_or_default(),
+                        host: host.unwrap_or_default(),
+                    })
+                })
+                .transpose()
             })
             .await
     }
@@ -354,4 +649,39 @@ impl Approvals {
             })
             .await
     }
+
+    /// Incidents awaiting approval with no usable link left (every link expired, or from before bound
+    /// approvals), with how many approval requests each has had.
+    pub async fn stranded(&self) -> Result<Vec<(IncidentId, u32)>, StoreError> {
+        let now = crate::audit::format_time(Utc::now());
+        self.store
+            .read(move |conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT i.id, (SELECT COUNT(DISTINCT COALESCE(a.request_id, a.token_hash)) FROM approvals a
+                                   WHERE a.incident_id = i.id)
+                     FROM incidents i
+                     WHERE i.state = 'awaiting_approval'
+                       AND NOT EXISTS (SELECT 1 FROM approvals a WHERE a.incident_id = i.id AND a.decided_at IS NULL
+                                       AND a.expires_at > ?1 AND a.action IN ('approve', 'reject'))",
+                )?;
+                let rows = stmt
+                    .query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(|(id, n)| Ok((id.parse().map_err(|e: uuid::Error| StoreError::Corrupt(e.to_string()))?, n)))
+                    .collect()
+            })
+            .await
+    }
+}
+
+/// The approved command as stored.
+#[derive(Debug, Clone)]
+pub struct ApprovedRow {
+    pub argv: Vec<String>,
+    pub recipient: String,
+    pub rollback: Option<String>,
+    pub request_id: String,
+    /// The host binding the approval was given for.
+    pub host: String,
 }

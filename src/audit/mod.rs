@@ -8,6 +8,12 @@
 //! writer ([`crate::store`]), inside the same transaction as the change they describe, and SQLite triggers
 //! refuse `UPDATE` and `DELETE` on the table. [`verify`] walks the chain and names the first broken row
 //! (test: `tests/api/audit.rs`).
+//!
+//! **The chain is anchored outside the database** ([`anchor`]): each row carries an HMAC under a key in
+//! `<data_dir>/secrets/`, and the last committed row is written there too, so truncation, a full
+//! re-chain and non-canonical rows (a duplicated JSON key) are reported by `medic audit verify`.
+
+pub mod anchor;
 
 use std::io::Write;
 
@@ -95,11 +101,36 @@ pub enum AuditRecord {
         recipient: String,
         command_hash: String,
         expires_at: String,
+        host: String,
+        service: String,
+        request_id: String,
     },
     ApprovalDecided {
         decision: String,
         recipient: String,
         reason: String,
+        ip: String,
+        user_agent: String,
+        request_id: String,
+    },
+    /// A refused attempt on an approval link (rate-limited per client address).
+    ApprovalRefused {
+        status: u16,
+        reason: String,
+        ip: String,
+        user_agent: String,
+    },
+    /// Every link of an approval request expired with no decision.
+    ApprovalExpired {
+        requests: u32,
+        next: String,
+    },
+    /// At start-up the database's chain did not reach the head recorded outside it.
+    AuditAnchorMismatch {
+        head_seq: i64,
+        head_hash: String,
+        database_seq: i64,
+        problem: String,
     },
     Notification {
         channel: String,
@@ -136,6 +167,9 @@ pub struct AuditEvent {
     pub details: Value,
     pub prev_hash: String,
     pub hash: String,
+    /// HMAC of `hash` under the installation's audit key (absent on rows from before anchoring).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// Formats audit timestamps the one way the chain hashes them.
@@ -240,6 +274,7 @@ impl ChainTip {
             details,
             prev_hash: self.hash.clone(),
             hash: hash.clone(),
+            mac: None,
         };
         self.seq = seq;
         self.hash = hash;
@@ -258,6 +293,18 @@ pub enum ChainError {
     Tampered { seq: i64 },
     #[error("audit row seq {seq}: details are not valid JSON")]
     Unreadable { seq: i64 },
+    #[error("audit row seq {seq}: details are not in canonical form (edited by hand, e.g. a duplicated key)")]
+    NonCanonical { seq: i64 },
+    #[error("audit row seq {seq}: no MAC after signed rows (the chain was rewritten without the audit key)")]
+    Unsigned { seq: i64 },
+    #[error("audit row seq {seq}: MAC does not match (the chain was recomputed without the audit key)")]
+    BadMac { seq: i64 },
+    #[error("the chain ends at seq {seq}, but seq {head} was committed (rows were deleted from the end)")]
+    Truncated { seq: i64, head: i64 },
+    #[error("audit row seq {seq} differs from the committed head recorded outside the database (re-chained)")]
+    Rechained { seq: i64 },
+    #[error("the audit head outside the database cannot be used: {problem}")]
+    Head { seq: i64, problem: String },
 }
 
 impl ChainError {
@@ -266,7 +313,13 @@ impl ChainError {
             ChainError::Gap { seq, .. }
             | ChainError::BrokenLink { seq, .. }
             | ChainError::Tampered { seq }
-            | ChainError::Unreadable { seq } => *seq,
+            | ChainError::Unreadable { seq }
+            | ChainError::NonCanonical { seq }
+            | ChainError::Unsigned { seq }
+            | ChainError::BadMac { seq }
+            | ChainError::Truncated { seq, .. }
+            | ChainError::Rechained { seq }
+            | ChainError::Head { seq, .. } => *seq,
         }
     }
 }
@@ -282,12 +335,28 @@ pub struct StoredRow {
     pub details: String,
     pub prev_hash: String,
     pub hash: String,
+    pub mac: Option<String>,
 }
 
-/// Walks rows in `seq` order; returns how many verified, or the first broken one.
+/// Walks rows in `seq` order; returns how many verified, or the first broken one. Without an anchor
+/// only the chain itself is checked (for exported copies).
 pub fn verify(rows: impl IntoIterator<Item = StoredRow>) -> Result<u64, ChainError> {
+    verify_anchored(rows, None)
+}
+
+/// [`verify`], plus each row's MAC and the head recorded outside the database.
+pub fn verify_anchored(
+    rows: impl IntoIterator<Item = StoredRow>,
+    anchor: Option<&anchor::AuditAnchor>,
+) -> Result<u64, ChainError> {
+    let head = match anchor.map(|a| a.read_head()).transpose() {
+        Ok(head) => head.flatten(),
+        Err(problem) => return Err(ChainError::Head { seq: 0, problem }),
+    };
     let mut tip = ChainTip::genesis();
     let mut n = 0u64;
+    let mut signed = false;
+    let mut head_seen = false;
     for row in rows {
         let expected = tip.seq + 1;
         if row.seq != expected {
@@ -302,8 +371,32 @@ pub fn verify(rows: impl IntoIterator<Item = StoredRow>) -> Result<u64, ChainErr
         if hash != row.hash {
             return Err(ChainError::Tampered { seq: row.seq });
         }
+        if canonical_json(&details) != row.details {
+            return Err(ChainError::NonCanonical { seq: row.seq });
+        }
+        if let Some(anchor) = anchor {
+            match &row.mac {
+                Some(mac) if *mac == anchor.mac(&row.hash) => signed = true,
+                Some(_) => return Err(ChainError::BadMac { seq: row.seq }),
+                None if signed => return Err(ChainError::Unsigned { seq: row.seq }),
+                None => {}
+            }
+        }
+        if let Some(head) = &head
+            && head.seq == row.seq
+        {
+            if head.hash != row.hash {
+                return Err(ChainError::Rechained { seq: row.seq });
+            }
+            head_seen = true;
+        }
         tip = ChainTip { seq: row.seq, hash: row.hash };
         n += 1;
+    }
+    if let Some(head) = head
+        && !head_seen
+    {
+        return Err(ChainError::Truncated { seq: tip.seq, head: head.seq });
     }
     Ok(n)
 }
@@ -331,6 +424,7 @@ mod tests {
                     details: canonical_json(&e.details),
                     prev_hash: e.prev_hash,
                     hash: e.hash,
+                    mac: None,
                 }
             })
             .collect()
@@ -369,6 +463,69 @@ mod tests {
         let mut rows = chain(3);
         rows[1].details = "not json".into();
         assert_eq!(verify(rows).unwrap_err(), ChainError::Unreadable { seq: 2 });
+    }
+
+    fn signed(n: usize, anchor: &anchor::AuditAnchor) -> Vec<StoredRow> {
+        let mut rows = chain(n);
+        for row in &mut rows {
+            row.mac = Some(anchor.mac(&row.hash));
+        }
+        let last = rows.last().unwrap();
+        anchor.write_head(&anchor::Head { seq: last.seq, hash: last.hash.clone() }).unwrap();
+        rows
+    }
+
+    /// Recomputes every hash from row `from` on, as someone without the audit key would after an edit.
+    fn rechain(rows: &mut [StoredRow]) {
+        let mut prev = GENESIS_HASH.to_string();
+        for row in rows.iter_mut() {
+            let details: Value = serde_json::from_str(&row.details).unwrap();
+            row.prev_hash = prev.clone();
+            row.hash =
+                event_hash(row.seq, &row.time, row.incident_id.as_deref(), &row.actor, &row.kind, &details, &prev);
+            prev = row.hash.clone();
+        }
+    }
+
+    #[test]
+    fn the_anchor_reveals_truncation_rechaining_and_non_canonical_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let anchor = anchor::AuditAnchor::with_key(b"0123456789abcdef0123456789abcdef", dir.path().join("head"));
+        let rows = signed(5, &anchor);
+        assert_eq!(verify_anchored(rows.clone(), Some(&anchor)).unwrap(), 5);
+
+        let mut cut = rows.clone();
+        cut.truncate(3);
+        assert_eq!(verify(cut.clone()).unwrap(), 3, "the bare chain cannot see a cut tail");
+        assert_eq!(verify_anchored(cut, Some(&anchor)).unwrap_err(), ChainError::Truncated { seq: 3, head: 5 });
+        assert_eq!(
+            verify_anchored(Vec::new(), Some(&anchor)).unwrap_err(),
+            ChainError::Truncated { seq: 0, head: 5 },
+            "every row deleted"
+        );
+
+        let mut edited = rows.clone();
+        edited[1].details = r#"{"reason":"nothing happened"}"#.into();
+        rechain(&mut edited);
+        assert_eq!(verify(edited.clone()).unwrap(), 5, "a re-chain fools the bare chain");
+        assert_eq!(verify_anchored(edited.clone(), Some(&anchor)).unwrap_err(), ChainError::BadMac { seq: 2 });
+        for row in &mut edited {
+            row.mac = None;
+        }
+        assert_eq!(
+            verify_anchored(edited, Some(&anchor)).unwrap_err(),
+            ChainError::Rechained { seq: 5 },
+            "MACs stripped: the head still differs"
+        );
+
+        let mut duplicated = rows.clone();
+        duplicated[2].details = duplicated[2].details.replacen('{', r#"{"reason":"forged","#, 1);
+        let parsed: Value = serde_json::from_str(&duplicated[2].details).unwrap();
+        assert_eq!(canonical_json(&parsed), rows[2].details, "serde keeps the last duplicate: same hash");
+        assert_eq!(verify_anchored(duplicated, Some(&anchor)).unwrap_err(), ChainError::NonCanonical { seq: 3 });
+
+        std::fs::write(dir.path().join("head"), "5 abc def\n").unwrap();
+        assert!(matches!(verify_anchored(rows, Some(&anchor)).unwrap_err(), ChainError::Head { .. }));
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub struct IncidentDetails {
     pub fix_memory_entry: Option<String>,
     /// Who approved the fix, when a human did.
     pub approved_by: Option<String>,
+    /// Who decided the last approval request: recipient, address, user agent and time.
+    pub decided_by: Option<String>,
     /// Circuit breaker state for the last command, when open.
     pub breaker: Option<String>,
 }

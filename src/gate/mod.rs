@@ -82,6 +82,7 @@ pub struct ApprovedCommand {
     template: String,
     category: String,
     authority: Authority,
+    bindings: Vec<(String, String)>,
 }
 
 impl ApprovedCommand {
@@ -96,6 +97,10 @@ impl ApprovedCommand {
     }
     pub fn authority(&self) -> Authority {
         self.authority
+    }
+    /// Each placeholder's value (`service` = `nginx`).
+    pub fn bindings(&self) -> &[(String, String)] {
+        &self.bindings
     }
     /// The argv as one line for people (words never contain spaces).
     pub fn display(&self) -> String {
@@ -132,6 +137,7 @@ pub struct PendingApproval {
     pub argv: Vec<String>,
     pub template: String,
     pub category: String,
+    pub bindings: Vec<(String, String)>,
 }
 
 impl PendingApproval {
@@ -180,6 +186,15 @@ impl Verdict {
         match self {
             Verdict::Allow(c) => &c.argv,
             Verdict::NeedsApproval(p) => &p.argv,
+            Verdict::Deny { .. } => &[],
+        }
+    }
+
+    /// Each placeholder's value in the matched template.
+    pub fn bindings(&self) -> &[(String, String)] {
+        match self {
+            Verdict::Allow(c) => &c.bindings,
+            Verdict::NeedsApproval(p) => &p.bindings,
             Verdict::Deny { .. } => &[],
         }
     }
@@ -268,12 +283,14 @@ impl Gate {
                 continue;
             }
             let argv = canonical_argv(template, &words);
+            let bindings = bindings(template, &argv);
             let mode = host_rules.and_then(|h| h.modes.get(&template.category)).copied().unwrap_or(template.mode);
             if mode == Mode::Approval && authority == Authority::Automatic {
                 approval.get_or_insert(PendingApproval {
                     argv,
                     template: template.text.clone(),
                     category: template.category.clone(),
+                    bindings,
                 });
             } else {
                 allow.get_or_insert(ApprovedCommand {
@@ -281,6 +298,7 @@ impl Gate {
                     template: template.text.clone(),
                     category: template.category.clone(),
                     authority,
+                    bindings,
                 });
             }
         }
@@ -355,7 +373,17 @@ impl Gate {
             .any(|t| t.accepts(value))
     }
 
-    fn blocked_pattern(&self, raw: &str) -> Option<&str> {
+    /// True when some action template on `host` accepts `value` for `placeholder`.
+    pub fn placeholder_accepts_action(&self, placeholder: &str, value: &str, host: Option<&str>) -> bool {
+        let host_type = host.and_then(|h| self.rules.hosts.get(h)).and_then(|h| h.placeholders.get(placeholder));
+        if let Some(t) = host_type {
+            return t.accepts(value);
+        }
+        self.rules.actions.iter().filter_map(|t| t.placeholders.get(placeholder)).any(|t| t.accepts(value))
+    }
+
+    /// The blocked pattern `raw` contains, if any (also used to keep such text out of emails).
+    pub fn blocked_pattern(&self, raw: &str) -> Option<&str> {
         let blocked = self.rules.blocked.as_ref()?;
         let folded = fold_for_blocklist(raw);
         blocked.find(&folded).map(|m| self.rules.blocked_patterns[m.pattern().as_usize()].as_str())
@@ -455,6 +483,41 @@ fn matches_template(
         }
     }
     Ok(())
+}
+
+/// Each placeholder's value, by name, from a canonical argv.
+fn bindings(template: &Template, argv: &[String]) -> Vec<(String, String)> {
+    template
+        .words
+        .iter()
+        .zip(argv)
+        .filter_map(|(want, got)| match want {
+            Word::Literal(_) => None,
+            Word::Placeholder(name) => Some((name.clone(), got.clone())),
+            Word::Prefixed { prefix, name } => Some((name.clone(), got[prefix.len()..].to_string())),
+        })
+        .collect()
+}
+
+/// Why a command is outside an incident's scope: it names another service or container than the
+/// incident's own. Commands without a `service` or `container` placeholder act on the host as a whole
+/// and are in scope. **Automatic actions are only ever in scope**; others need a human, who is told.
+pub fn out_of_scope(bindings: &[(String, String)], service: &str, container: Option<&str>) -> Option<String> {
+    for (name, value) in bindings {
+        match name.as_str() {
+            "service" if value != service => {
+                return Some(format!("it acts on service `{value}`, not on the failing service `{service}`"));
+            }
+            "container" if Some(value.as_str()) != container => {
+                return Some(format!(
+                    "it acts on container `{value}`, not on the incident's container `{}`",
+                    container.unwrap_or("(none named)")
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The argv rebuilt from the template's own literal words and the checked placeholder values.

@@ -92,7 +92,7 @@ pub fn rows(notifier: &Notifier, stats: &DigestStats, period: &str) -> Result<Ve
             channel: "chat".into(),
             destination: channel.name.clone(),
             subject: "digest".into(),
-            body: body.to_string(),
+            body: notifier.sealer().seal(&body.to_string()),
             incident_id: None,
             event: NotifyEvent::Digest,
         });

@@ -1,11 +1,16 @@
 //! Email rendering (askama: an HTML part with inline CSS and table layout, and a plain-text part) and
-//! MIME building (lettre). Everything a model, a log or a webhook wrote is escaped by askama in the HTML
-//! part; evidence is redacted before it gets here.
+//! MIME building (lettre).
+//!
+//! **A log line cannot forge an email.** medic's own lines (what will run, where, the links, the true
+//! state) come first. Everything a model, a log, a monitor or a webhook wrote comes after, as quoted data
+//! ([`super::quote`]): every line prefixed, hidden characters made visible, URLs defanged, so the only
+//! links in an email are medic's. Command-like text from a model passes the gate first: refused
+//! commands are not shown, and a command that did not run says so.
 
 use askama::Template;
 use lettre::message::{Mailbox, MultiPart};
 
-use super::{EmailConfig, EventDetails, NotifyError, NotifyEvent};
+use super::{EmailConfig, EventDetails, NotifyError, NotifyEvent, quote};
 use crate::store::IncidentRecord;
 
 pub fn mailbox(text: &str) -> Result<Mailbox, String> {
@@ -14,14 +19,19 @@ pub fn mailbox(text: &str) -> Result<Mailbox, String> {
 
 pub struct L1View {
     pub level: String,
+    /// Quoted (text part) and defanged (HTML part) model text.
     pub cause: String,
+    pub cause_html: String,
     pub confidence: String,
+    /// The gated command, or why it is not shown.
     pub command: String,
+    /// What became of it, in medic's words.
     pub outcome: String,
 }
 
 pub struct L2View {
     pub root_cause: String,
+    pub root_cause_html: String,
     pub risk: String,
     pub confidence: String,
 }
@@ -43,19 +53,25 @@ pub struct IncidentEmail {
     pub incident_id: String,
     /// The signed read-only incident page; empty: none.
     pub incident_url: String,
+    /// The monitor's message, quoted (text part) and defanged (HTML part).
     pub message: String,
+    pub message_html: String,
     pub escalation_reason: Option<String>,
     pub breaker: Option<String>,
     pub l1: Option<L1View>,
     pub l2: Option<L2View>,
     pub command: Option<String>,
     pub command_label: &'static str,
+    /// Set when the command acts on something other than the failing service.
+    pub scope: Option<String>,
     pub rollback: Option<String>,
     pub result: Option<String>,
+    pub decided_by: Option<String>,
     pub approve_url: Option<String>,
     pub reject_url: String,
     pub expires: String,
     pub evidence: String,
+    pub evidence_html: String,
     pub cost: String,
 }
 
@@ -93,7 +109,9 @@ fn headline(event: NotifyEvent, service: &str) -> (String, &'static str, &'stati
         NotifyEvent::NeedsApproval => {
             (format!("Approval needed: {service}"), "#b45309", "The exact command that would run")
         }
-        NotifyEvent::Escalation => (format!("Needs a human: {service}"), "#b91c1c", "Last command considered"),
+        NotifyEvent::Escalation => {
+            (format!("Needs a human: {service}"), "#b91c1c", "Last command considered (not run unless stated below)")
+        }
         NotifyEvent::AutoFixed => (format!("Fixed automatically: {service}"), "#15803d", "Command that ran"),
         NotifyEvent::Confirmation => (format!("Approved fix result: {service}"), "#1d4ed8", "Command that ran"),
         NotifyEvent::Alert => (format!("Down: {service}"), "#b91c1c", "Command"),
@@ -111,6 +129,108 @@ pub struct EmailLinks {
     pub incident: String,
 }
 
+/// What hostile text passes before an email shows it: redaction, then the gate for anything
+/// command-like.
+pub struct Shown<'a> {
+    pub redactor: &'a crate::collect::redact::Redactor,
+    pub gate: &'a crate::gate::Gate,
+}
+
+impl Shown<'_> {
+    /// Model-written text as a quoted block: redacted; each `backtick` span passes the gate (refused
+    /// ones are not shown); a line holding a blocked pattern is replaced; then quoted and defanged.
+    pub fn model_text(&self, text: &str, host: Option<&str>) -> String {
+        quote::block(&self.gated(text, host))
+    }
+
+    fn model_html(&self, text: &str, host: Option<&str>) -> String {
+        quote::html_block(&self.gated(text, host))
+    }
+
+    fn gated(&self, text: &str, host: Option<&str>) -> String {
+        let redacted = self.redactor.redact(text);
+        let lines: Vec<String> = redacted
+            .lines()
+            .map(|line| match self.gate.blocked_pattern(line) {
+                Some(pattern) => format!(
+                    "[line not shown: it contains `{pattern}`, which medic never runs; the incident page has the full text]"
+                ),
+                None => self.gate_spans(line, host),
+            })
+            .collect();
+        lines.join("\n")
+    }
+
+    /// Each `span` in backticks is checked like a command: refused ones are replaced.
+    fn gate_spans(&self, line: &str, host: Option<&str>) -> String {
+        let mut out = String::new();
+        let mut rest = line;
+        while let Some(start) = rest.find('`') {
+            let Some(len) = rest[start + 1..].find('`') else { break };
+            let span = &rest[start + 1..start + 1 + len];
+            out.push_str(&rest[..start]);
+            match self.gate.check(span, host, crate::gate::Authority::Human) {
+                crate::gate::Verdict::Deny { .. } if looks_like_command(span) => {
+                    out.push_str("[command not shown: refused by medic's gate]")
+                }
+                crate::gate::Verdict::Deny { .. } => out.push_str(&format!("`{span}`")),
+                v => out.push_str(&format!("`{}` (gate: allowed for a human; not run)", v.argv().join(" "))),
+            }
+            rest = &rest[start + 1 + len + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// A span a reader could take for a command: more than one word, or a path.
+fn looks_like_command(span: &str) -> bool {
+    span.trim().contains(' ') || span.contains('/')
+}
+
+/// The level-1 line, in medic's words: what was proposed and what became of it.
+fn l1_status(d: &crate::domain::IncidentDetails, shown: &Shown<'_>, host: Option<&str>) -> (String, String) {
+    let Some(diag) = &d.level_1_diagnosis else { return (String::new(), String::new()) };
+    let Some(command) = diag.action_command.as_deref() else {
+        return ("none proposed".into(), "nothing to run".into());
+    };
+    let verdict = shown.gate.check(command, host, crate::gate::Authority::Automatic);
+    let ran = d.fix_source.as_deref() == Some("l1")
+        && d.last_command.as_deref().is_some_and(|last| !verdict.argv().is_empty() && last == verdict.argv());
+    match (&verdict, ran) {
+        (crate::gate::Verdict::Deny { .. }, _) => (
+            "[not shown: refused by medic's gate]".into(),
+            "proposed by level 1, refused by the gate, not run".into(),
+        ),
+        (v, true) => (
+            v.argv().join(" "),
+            match d.level_1_success {
+                Some(true) => "ran; fixed and verified".into(),
+                Some(false) => "ran; did not fix the problem".into(),
+                None => "ran; not verified yet".into(),
+            },
+        ),
+        (crate::gate::Verdict::NeedsApproval(p), false) => {
+            (p.display(), "proposed by level 1, not run: it needs a human's approval".into())
+        }
+        (v, false) => (v.argv().join(" "), "proposed by level 1, not run".into()),
+    }
+}
+
+/// The state as a reader should understand it.
+fn state_text(event: NotifyEvent, state: crate::domain::IncidentState) -> String {
+    use crate::domain::IncidentState as S;
+    match (event, state) {
+        (NotifyEvent::NeedsApproval, _) | (_, S::AwaitingApproval) => "awaiting your approval".into(),
+        (_, S::Escalated) => "escalated: waiting for a human".into(),
+        (_, S::Resolved) => "resolved".into(),
+        (_, S::RecoveredByMonitor) => "recovered (the monitor reports it up)".into(),
+        (_, S::Rejected) => "closed: fix rejected".into(),
+        (_, S::Failed) => "failed".into(),
+        (_, other) => other.to_string(),
+    }
+}
+
 pub fn incident_email(
     config: &EmailConfig,
     to: &str,
@@ -118,57 +238,67 @@ pub fn incident_email(
     incident: &IncidentRecord,
     details: &EventDetails,
     links: EmailLinks,
-    redactor: &crate::collect::redact::Redactor,
+    shown: &Shown<'_>,
 ) -> Result<BuiltEmail, NotifyError> {
     let EmailLinks { approval: links, incident: incident_url } = links;
-    let (headline, colour, command_label) = headline(event, &incident.service_name);
     let d = &incident.details;
+    let host_name = incident.host.clone().or(d.host_name.clone());
+    let host = host_name.as_deref();
+    let service = quote::field(&incident.service_name, 80);
+    let (headline, colour, command_label) = headline(event, &service);
+    let (l1_command, l1_outcome) = l1_status(d, shown, host);
     let l1 = d.level_1_diagnosis.as_ref().map(|diag| L1View {
-        level: diag.level.clone(),
-        cause: diag.cause.clone(),
+        level: quote::field(&diag.level, 40),
+        cause: shown.model_text(&diag.cause, host),
+        cause_html: shown.model_html(&diag.cause, host),
         confidence: format!("{:.2}", diag.confidence),
-        command: diag.action_command.clone().unwrap_or_else(|| "none proposed".into()),
-        outcome: match d.level_1_success {
-            Some(true) => "fixed and verified".into(),
-            Some(false) => "did not fix the problem".into(),
-            None => d.escalation_reason.clone().unwrap_or_else(|| "not run".into()),
-        },
+        command: l1_command.clone(),
+        outcome: l1_outcome.clone(),
     });
     let l2 = d.level_2_recommendation.as_ref().map(|r| L2View {
-        root_cause: r.root_cause.clone(),
-        risk: r.risk.clone(),
+        root_cause: shown.model_text(&r.root_cause, host),
+        root_cause_html: shown.model_html(&r.root_cause, host),
+        risk: quote::field(&r.risk, 40),
         confidence: format!("{:.2}", r.confidence),
     });
     let reason = details
         .reason
         .clone()
-        .or_else(|| (event == NotifyEvent::Escalation).then(|| d.escalation_reason.clone()).flatten());
+        .or_else(|| (event == NotifyEvent::Escalation).then(|| d.escalation_reason.clone()).flatten())
+        .map(|r| quote::field(&shown.gated(&r, host), 2000));
+    let command = details.command.as_ref().map(|argv| argv.join(" "));
+    let scope = details.scope.as_deref().map(|why| quote::field(why, 300));
+    let evidence_text = crate::domain::evidence::render(&d.evidence, 3000);
     let email = IncidentEmail {
         subject: format!("[medic] {headline}"),
         headline,
         colour,
-        service: incident.service_name.clone(),
-        host: incident.host.clone().or(d.host_name.clone()).unwrap_or_else(|| "unknown".into()),
-        monitor: incident.monitor.name.clone(),
-        monitor_url: incident.monitor.url.clone().unwrap_or_default(),
+        service,
+        host: quote::field(host.unwrap_or("unknown"), 80),
+        monitor: quote::field(&incident.monitor.name, 120),
+        monitor_url: incident.monitor.url.as_deref().map(|u| quote::field(u, 200)).unwrap_or_default(),
         since: incident.first_down_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
         down_count: incident.down_count,
-        state: incident.state.to_string(),
+        state: state_text(event, incident.state),
         incident_id: incident.id.to_string(),
         incident_url,
-        message: redactor.redact(&incident.error_logs),
+        message: quote::block(&shown.redactor.redact(&incident.error_logs)),
+        message_html: quote::html_block(&shown.redactor.redact(&incident.error_logs)),
         escalation_reason: reason,
-        breaker: details.breaker.clone(),
+        breaker: details.breaker.as_deref().map(|b| quote::field(b, 300)),
         l1,
         l2,
-        command: details.command.as_ref().map(|argv| argv.join(" ")),
+        command,
         command_label,
-        rollback: details.rollback.clone(),
-        result: details.result.clone(),
+        scope,
+        rollback: details.rollback.as_deref().map(|r| quote::field(r, 300)),
+        result: details.result.as_deref().map(|r| quote::field(&shown.gated(r, host), 1000)),
+        decided_by: details.decided_by.as_deref().map(|r| quote::field(r, 300)),
         approve_url: links.as_ref().map(|(a, _, _)| a.clone()),
         reject_url: links.as_ref().map(|(_, r, _)| r.clone()).unwrap_or_default(),
         expires: links.as_ref().map(|(_, _, e)| e.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default(),
-        evidence: crate::domain::evidence::render(&d.evidence, 3000),
+        evidence: if evidence_text.is_empty() { String::new() } else { quote::block(&evidence_text) },
+        evidence_html: quote::html_block(&evidence_text),
         cost: format!("${:.4} ({} tokens)", d.cost_estimation.ai_cost, d.cost_estimation.tokens_used),
     };
     let html = email.render().map_err(|e| NotifyError::Template(e.to_string()))?;

@@ -10,13 +10,16 @@ pub mod chat;
 pub mod digest;
 pub mod email;
 pub mod outbox;
+pub mod quote;
+pub mod seal;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::approval::{Approvals, Issued};
+use crate::approval::{ApprovalRequest, Approvals, Binding, Issued};
+use seal::{SealedBody, Sealer};
 use crate::config::{ConfigError, Secret, empty_none};
 use crate::store::{IncidentRecord, StoreError, WriteCtx};
 
@@ -216,7 +219,14 @@ impl NotifyConfig {
 pub struct EventDetails {
     /// The command proposed, run, or to approve (canonical argv).
     pub command: Option<Vec<String>>,
+    /// The rollback line as shown: already gated (see `Notifier::rollback_line`).
     pub rollback: Option<String>,
+    /// Where the command to approve would run (approval requests only).
+    pub binding: Option<Binding>,
+    /// Who decided an approval, from where and when (confirmations).
+    pub decided_by: Option<String>,
+    /// Why the command is outside the incident's scope (another service or container), when it is.
+    pub scope: Option<String>,
     /// Execution and verification summary.
     pub result: Option<String>,
     /// Why humans are involved.
@@ -231,7 +241,8 @@ pub struct OutboxRow {
     pub channel: String,
     pub destination: String,
     pub subject: String,
-    pub body: String,
+    /// Sealed: a body carries links that are credentials.
+    pub body: SealedBody,
     pub incident_id: Option<String>,
     pub event: NotifyEvent,
 }
@@ -274,18 +285,45 @@ pub struct Notifier {
     public_url: url::Url,
     redactor: Arc<crate::collect::redact::Redactor>,
     links: crate::approval::links::IncidentLinks,
+    sealer: Sealer,
+    gate: crate::gate::Gate,
     wake: Arc<tokio::sync::Notify>,
 }
 
+/// What the notifier needs besides its configuration.
+pub struct NotifierParts {
+    pub approvals: Approvals,
+    pub public_url: url::Url,
+    pub redactor: Arc<crate::collect::redact::Redactor>,
+    pub links: crate::approval::links::IncidentLinks,
+    pub sealer: Sealer,
+    /// Only gated commands are shown as commands: rollbacks and commands in model text pass it first.
+    pub gate: crate::gate::Gate,
+}
+
 impl Notifier {
-    pub fn new(
-        config: NotifyConfig,
-        approvals: Approvals,
-        public_url: url::Url,
-        redactor: Arc<crate::collect::redact::Redactor>,
-        links: crate::approval::links::IncidentLinks,
-    ) -> Self {
-        Self { config, approvals, public_url, redactor, links, wake: Arc::new(tokio::sync::Notify::new()) }
+    pub fn new(config: NotifyConfig, parts: NotifierParts) -> Self {
+        let NotifierParts { approvals, public_url, redactor, links, sealer, gate } = parts;
+        Self { config, approvals, public_url, redactor, links, sealer, gate, wake: Arc::new(tokio::sync::Notify::new()) }
+    }
+
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// How a model's rollback is shown: the gate's canonical argv and verdict, or only the fact that
+    /// one was proposed and refused. Never the model's own string.
+    pub fn rollback_line(&self, rollback: Option<&str>, host: Option<&str>) -> Option<String> {
+        let raw = rollback?.trim();
+        if raw.is_empty() || raw.eq_ignore_ascii_case("none") {
+            return None;
+        }
+        Some(match self.gate.check(raw, host, crate::gate::Authority::Human) {
+            crate::gate::Verdict::Deny { .. } => {
+                "proposed by the model, refused by medic's gate: not shown, and medic will not run it".into()
+            }
+            v => format!("{} (gate: allowed for a human, template `{}`; not run)", v.argv().join(" "), v.template().unwrap_or("")),
+        })
     }
 
     pub fn config(&self) -> &NotifyConfig {
@@ -342,7 +380,7 @@ impl Notifier {
                     channel: "email".into(),
                     destination: to.clone(),
                     subject: built.subject,
-                    body: built.raw,
+                    body: self.sealer.seal(&built.raw),
                     incident_id: None,
                     event,
                 })
@@ -381,7 +419,7 @@ impl Notifier {
                 channel: "chat".into(),
                 destination: channel.name.clone(),
                 subject: format!("{} {what}", event.as_str()),
-                body: body.to_string(),
+                body: self.sealer.seal(&body.to_string()),
                 incident_id: None,
                 event,
             });
@@ -397,20 +435,25 @@ impl Notifier {
         details: &EventDetails,
     ) -> Result<Prepared, NotifyError> {
         let mut prepared = Prepared::default();
+        // One approval round for every recipient: the first decision closes all of their links.
+        let request = match (event, &details.command, &details.binding) {
+            (NotifyEvent::NeedsApproval, Some(argv), Some(binding)) => Some(ApprovalRequest {
+                request_id: uuid::Uuid::now_v7().to_string(),
+                incident_id: incident.id,
+                argv: argv.clone(),
+                binding: binding.clone(),
+                rollback: details.rollback.clone(),
+            }),
+            _ => None,
+        };
         if self.config.email.events.contains(&event) {
             for to in &self.config.email.to {
-                let approval = match (event, &details.command) {
-                    (NotifyEvent::NeedsApproval, Some(argv)) => {
-                        let issued = self.approvals.issue(incident.id, argv, details.rollback.clone(), to);
-                        Some(issued)
-                    }
-                    _ => None,
-                };
+                let approval = request.as_ref().map(|r| self.approvals.issue(r, to));
                 let links = approval.as_ref().map(|a| {
                     let base = self.public_url.as_str().trim_end_matches('/');
                     (
-                        format!("{base}/approvals/{}", a.token),
-                        format!("{base}/approvals/{}?action=reject", a.token),
+                        format!("{base}/approvals/{}", a.approve_token),
+                        format!("{base}/approvals/{}", a.reject_token),
                         a.expires_at,
                     )
                 });
@@ -421,13 +464,13 @@ impl Notifier {
                     incident,
                     details,
                     email::EmailLinks { approval: links, incident: self.incident_link(incident.id) },
-                    &self.redactor,
+                    &email::Shown { redactor: &self.redactor, gate: &self.gate },
                 )?;
                 prepared.rows.push(OutboxRow {
                     channel: "email".into(),
                     destination: to.clone(),
                     subject: message.subject,
-                    body: message.raw,
+                    body: self.sealer.seal(&message.raw),
                     incident_id: Some(incident.id.to_string()),
                     event,
                 });
@@ -442,7 +485,7 @@ impl Notifier {
                 channel: "chat".into(),
                 destination: channel.name.clone(),
                 subject: format!("{} {}", event.as_str(), incident.service_name),
-                body: body.to_string(),
+                body: self.sealer.seal(&body.to_string()),
                 incident_id: Some(incident.id.to_string()),
                 event,
             });

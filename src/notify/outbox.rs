@@ -3,7 +3,11 @@
 //!
 //! Delivery is exactly once except in one window: if medic dies after the SMTP server accepted a message
 //! and before "sent" is committed, the message (same Message-ID) is sent again at the next start.
-//! Without SMTP (the embedded default) emails are written to `<data_dir>/outbox/<id>.eml`.
+//! Without SMTP (the embedded default) emails are written to `<data_dir>/outbox/<id>.eml` (0600).
+//!
+//! **No usable credential at rest in the database**: bodies are stored sealed ([`super::seal`]) and
+//! emptied once delivered; only subject, destination and event stay, for the record. The `.eml` files
+//! are the documented exception: they are the delivery, so they hold the links (files 0600, dir 0700).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +27,7 @@ pub fn enqueue(ctx: &mut WriteCtx<'_>, row: &OutboxRow) -> Result<(), StoreError
     ctx.conn().execute(
         "INSERT INTO outbox (created_at, channel, destination, subject, body, incident_id, event, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?1)",
-        params![now, row.channel, row.destination, row.subject, row.body, row.incident_id, row.event.as_str()],
+        params![now, row.channel, row.destination, row.subject, row.body.as_str(), row.incident_id, row.event.as_str()],
     )?;
     Ok(())
 }
@@ -47,6 +51,7 @@ pub struct OutboxSender {
     http: reqwest::Client,
     smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
     wake: Arc<tokio::sync::Notify>,
+    sealer: super::seal::Sealer,
 }
 
 fn smtp_transport(config: &EmailConfig) -> Result<Option<AsyncSmtpTransport<Tokio1Executor>>, String> {
@@ -78,10 +83,11 @@ impl OutboxSender {
         config: NotifyConfig,
         data_dir: PathBuf,
         wake: Arc<tokio::sync::Notify>,
+        sealer: super::seal::Sealer,
     ) -> Result<Self, String> {
         let smtp = smtp_transport(&config.email)?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().map_err(|e| e.to_string())?;
-        Ok(Self { store, config, eml_dir: data_dir.join("outbox"), http, smtp, wake })
+        Ok(Self { store, config, eml_dir: data_dir.join("outbox"), http, smtp, wake, sealer })
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -126,8 +132,18 @@ impl OutboxSender {
             })
             .await?;
         let mut sent = 0;
-        for row in due {
-            let result = self.deliver(&row).await;
+        for mut row in due {
+            let result = if super::seal::Sealer::is_sealed(&row.body) {
+                match self.sealer.open(&row.body) {
+                    Ok(plain) => {
+                        row.body = plain;
+                        self.deliver(&row).await
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            } else {
+                self.deliver(&row).await // a row queued before bodies were sealed
+            };
             let (id, attempts) = (row.id, row.attempts);
             let incident = row.incident_id.as_deref().and_then(|s| s.parse().ok());
             let channel =
@@ -139,7 +155,7 @@ impl OutboxSender {
                     self.store
                         .write(move |ctx| {
                             ctx.conn().execute(
-                                "UPDATE outbox SET sent_at = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+                                "UPDATE outbox SET sent_at = ?2, attempts = attempts + 1, last_error = NULL, body = '' WHERE id = ?1",
                                 params![id, crate::audit::format_time(ctx.now())],
                             )?;
                             ctx.audit(
@@ -199,8 +215,14 @@ impl OutboxSender {
     async fn deliver_email(&self, row: &Due) -> Result<String, String> {
         let Some(smtp) = &self.smtp else {
             std::fs::create_dir_all(&self.eml_dir).map_err(|e| e.to_string())?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&self.eml_dir, std::fs::Permissions::from_mode(0o700));
+            }
             let path = self.eml_dir.join(format!("{:06}.eml", row.id));
-            std::fs::write(&path, &row.body).map_err(|e| e.to_string())?;
+            let mut file = crate::secrets::open_private(&path, false).map_err(|e| e.to_string())?;
+            std::io::Write::write_all(&mut file, row.body.as_bytes()).map_err(|e| e.to_string())?;
             info!(path = %path.display(), "No SMTP configured: email written to a file.");
             return Ok(format!("written to {}", path.display()));
         };

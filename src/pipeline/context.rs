@@ -98,14 +98,30 @@ impl Pipeline {
         let config = self.stages.diagnoser.config();
         let command_choices = match kind {
             PromptKind::L1 if config.constrain_l1_commands => {
-                // Container commands apply only when the incident names its container.
+                // Only commands within the incident's scope: its own service, its own container.
+                let mut scoped = allowed_values.clone();
+                let service_ok = target.is_some_and(|t| {
+                    self.stages.gate.placeholder_accepts_action("service", &t.service, host.as_deref())
+                });
+                match (target, service_ok) {
+                    (Some(t), true) => {
+                        scoped.insert("service".into(), vec![t.service.clone()]);
+                    }
+                    _ => {
+                        scoped.remove("service");
+                    }
+                }
                 let known_container = target.is_some_and(|t| t.container.is_some());
                 let applicable: Vec<AllowedCommand> = allowed_commands
                     .iter()
-                    .filter(|c| known_container || !placeholders(&c.template).iter().any(|p| p == "container"))
+                    .filter(|c| {
+                        let names = placeholders(&c.template);
+                        (known_container || !names.iter().any(|p| p == "container"))
+                            && (service_ok || !names.iter().any(|p| p == "service"))
+                    })
                     .cloned()
                     .collect();
-                spell_out(&applicable, &allowed_values, MAX_CHOICES).unwrap_or_default()
+                spell_out(&applicable, &scoped, MAX_CHOICES).unwrap_or_default()
             }
             _ => Vec::new(),
         };

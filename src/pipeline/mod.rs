@@ -16,6 +16,7 @@
 //! approval.
 
 mod context;
+pub mod lifecycle;
 pub mod runner;
 mod steps;
 

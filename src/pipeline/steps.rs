@@ -262,6 +262,23 @@ impl Pipeline {
             }
             Verdict::Allow(cmd) => cmd,
         };
+        // Automatic actions stay within the incident: its own service (and container) on its own host.
+        if let Some(why) = crate::gate::out_of_scope(approved.bindings(), &target.service, target.container.as_deref()) {
+            let (id, argv, cause) = (incident.id, approved.argv().to_vec(), proposal.cause.clone());
+            let note = format!("`{}` needs a human: {why}", approved.display());
+            let timeline = note.clone();
+            self.store
+                .write(move |ctx| {
+                    ctx.timeline(id, "scope", &timeline, serde_json::Value::Null)?;
+                    ctx.update_details(id, |d| {
+                        d.pending_approval_command = Some(argv);
+                        d.fix_cause = Some(cause);
+                    })
+                    .map(|_| ())
+                })
+                .await?;
+            return Ok(Auto::NotActed(note));
+        }
         if let Some(reason) = self.policy_refuses(incident, target, &approved).await? {
             return Ok(Auto::NotActed(reason));
         }
@@ -477,6 +494,7 @@ impl Pipeline {
                     command: Some(command.clone()),
                     result: Some(result.clone()),
                     breaker: breaker.clone(),
+                    decided_by: d.decided_by.clone(),
                     ..Default::default()
                 },
             )
@@ -653,7 +671,10 @@ impl Pipeline {
                 }
                 Verdict::NeedsApproval(p) => to_approve = Some(p.argv),
                 Verdict::Allow(cmd) => {
-                    let needs_human = recommendation.as_ref().is_none_or(|r| r.requires_human_approval);
+                    let out_of_scope =
+                        crate::gate::out_of_scope(cmd.bindings(), &target.service, target.container.as_deref());
+                    let needs_human =
+                        recommendation.as_ref().is_none_or(|r| r.requires_human_approval) || out_of_scope.is_some();
                     if needs_human {
                         to_approve = Some(cmd.argv().to_vec());
                     } else if let Some(why) = self.policy_refuses(&incident, target, &cmd).await? {
@@ -669,21 +690,50 @@ impl Pipeline {
         }
 
         let id = incident.id;
-        let rollback = recommendation.as_ref().and_then(|r| r.rollback_command.clone());
+        let rollback = self
+            .stages
+            .notifier
+            .rollback_line(recommendation.as_ref().and_then(|r| r.rollback_command.as_deref()), host.as_deref());
         let base_reason = incident.details.escalation_reason.clone().unwrap_or_else(|| "escalated".into());
         let reason = if notes.is_empty() { base_reason } else { format!("{base_reason}; {}", notes.join("; ")) };
         let breaker = incident.details.breaker.clone();
+        if to_approve.is_some() {
+            let made = self.stages.approvals.requests_made(id).await?;
+            if made >= self.stages.approvals.max_requests() {
+                let why = format!(
+                    "{reason}; no decision after {made} approval request(s), so medic stopped asking (approval.max_requests)"
+                );
+                return self.park_with_escalation_email(&incident, &why).await;
+            }
+        }
         match to_approve {
             Some(argv) => {
+                let binding = crate::approval::Binding::current(&self.stages.gate, target.as_ref(), &argv);
+                let binding = match binding {
+                    Ok(b) => b,
+                    Err(why) => return self.park_with_escalation_email(&incident, &format!("{reason}; {why}")).await,
+                };
+                let scope = target.as_ref().and_then(|t| {
+                    let verdict = self.stages.gate.check(&argv.join(" "), Some(&t.host.name), Authority::Human);
+                    crate::gate::out_of_scope(verdict.bindings(), &t.service, t.container.as_deref())
+                });
+                let mut shown = incident.clone();
+                shown.state = IncidentState::AwaitingApproval;
+                if let Some(t) = &target {
+                    shown.service_name = t.service.clone();
+                    shown.host = Some(t.host.name.clone());
+                }
                 let prepared = self.stages.notifier.prepare_or_log(
                     NotifyEvent::NeedsApproval,
-                    &incident,
+                    &shown,
                     &EventDetails {
                         command: Some(argv.clone()),
                         rollback,
                         reason: Some(reason.clone()),
                         breaker,
-                        result: None,
+                        binding: Some(binding),
+                        scope: scope.map(|why| format!("This command does not act on the failing service: {why}.")),
+                        ..Default::default()
                     },
                 );
                 let n = prepared.approvals.len();
@@ -756,12 +806,40 @@ impl Pipeline {
     }
 
     pub(super) async fn execute_approved(&self, incident: &IncidentRecord) -> Result<Step, PipelineError> {
-        let Some((argv, approver, _rollback)) = self.stages.approvals.approved_command(incident.id).await? else {
+        let Some(approved) = self.stages.approvals.approved_command(incident.id).await? else {
             return Err(PipelineError::bug("approval", "approved incident has no approved command"));
         };
         let Some(target) = self.target(incident) else {
             return self.escalate_with(incident, NO_HOST).await;
         };
+        let argv = approved.argv.clone();
+        let approver = incident.details.decided_by.clone().unwrap_or(approved.recipient.clone());
+        // The binding again, as it is now: a host or mapping changed since the decision means asking again.
+        match crate::approval::Binding::current(&self.stages.gate, Some(&target), &argv) {
+            Ok(now) if now.host == approved.host || approved.host.is_empty() => {}
+            Ok(now) => {
+                let why = format!("the host changed after the approval (now `{}`, approved for `{}`)", now.host, approved.host);
+                return self.escalate_with(incident, &why).await;
+            }
+            Err(why) => return self.escalate_with(incident, &why).await,
+        }
+        // The decision journal outside the database: an approval runs once, even after a restore.
+        let journal = self.stages.approvals.journal();
+        if !approved.request_id.is_empty() {
+            if journal.contains(&approved.request_id, crate::approval::journal::Entry::Executed) {
+                let why = "this approval already ran once (decision journal); the database may have been restored from an older backup";
+                return self.escalate_with(incident, why).await;
+            }
+            if let Err(e) =
+                journal.record(&approved.request_id, &incident.id.to_string(), crate::approval::journal::Entry::Executed)
+            {
+                return Err(PipelineError::Stage {
+                    stage: "approval",
+                    fault: crate::fault::Fault::Transient,
+                    message: format!("cannot write the decision journal: {e}"),
+                });
+            }
+        }
         let command = argv.join(" ");
         // The gate checks again: policy may have changed; blocked patterns always win.
         let verdict = self.stages.gate.check(&command, Some(&target.host.name), Authority::Human);

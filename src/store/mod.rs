@@ -26,6 +26,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use crate::audit::anchor::AuditAnchor;
 use crate::audit::{self, AuditRecord, ChainTip, StoredRow};
 use crate::config::{StoreConfig, Synchronous};
 use crate::domain::{
@@ -38,7 +39,7 @@ use crate::gate::{ActionOutcome, ActionRecord};
 pub use model::{DigestStats, IncidentFilter, IncidentRecord, IngestAction, IngestOutcome, TimelineEntry};
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -99,12 +100,14 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     writer_alive: Arc<AtomicBool>,
+    anchor: Arc<AuditAnchor>,
 }
 
 /// What a write job can do: every method stays inside the job's transaction.
 pub struct WriteCtx<'c> {
     conn: &'c Connection,
     chain: &'c mut ChainTip,
+    anchor: &'c AuditAnchor,
     now: DateTime<Utc>,
 }
 
@@ -113,24 +116,44 @@ impl Store {
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StoreError::DataDir { path: config.data_dir.clone(), source })?;
+        let secrets = crate::secrets::SecretsDir::open(&config.data_dir)
+            .map_err(|source| StoreError::DataDir { path: config.data_dir.join("secrets"), source })?;
+        let anchor = Arc::new(
+            AuditAnchor::open(&secrets)
+                .map_err(|source| StoreError::DataDir { path: secrets.file("audit_key"), source })?,
+        );
         let path = config.data_dir.join("medic.db");
         let conn = open_connection(&path, config.synchronous, false)?;
+        private_files(&path);
         migrate(&conn)?;
-        let chain = load_tip(&conn)?;
+        let mut chain = load_tip(&conn)?;
+        check_anchor(&conn, &mut chain, &anchor)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let writer_alive = Arc::new(AtomicBool::new(true));
         let alive = writer_alive.clone();
         let max_batch = config.max_batch;
+        let writer_anchor = anchor.clone();
         thread::Builder::new()
             .name("medic-store-writer".into())
             .spawn(move || {
-                writer_loop(conn, chain, rx, max_batch);
+                writer_loop(conn, chain, rx, max_batch, &writer_anchor);
                 alive.store(false, Ordering::SeqCst);
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
-            inner: Arc::new(Inner { jobs: Mutex::new(Some(tx)), readers: Mutex::new(Vec::new()), path, writer_alive }),
+            inner: Arc::new(Inner {
+                jobs: Mutex::new(Some(tx)),
+                readers: Mutex::new(Vec::new()),
+                path,
+                writer_alive,
+                anchor,
+            }),
         })
+    }
+
+    /// The audit chain's anchor outside the database (for `medic audit verify`).
+    pub fn audit_anchor(&self) -> &AuditAnchor {
+        &self.inner.anchor
     }
 
     pub fn path(&self) -> &Path {
@@ -338,7 +361,7 @@ impl Store {
     pub fn audit_rows_blocking(&self) -> Result<Vec<StoredRow>, StoreError> {
         self.read_blocking(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT seq, time, incident_id, actor, kind, details, prev_hash, hash FROM audit ORDER BY seq",
+                "SELECT seq, time, incident_id, actor, kind, details, prev_hash, hash, mac FROM audit ORDER BY seq",
             )?;
             let rows = stmt
                 .query_map([], |r| {
@@ -351,6 +374,7 @@ impl Store {
                         details: r.get(5)?,
                         prev_hash: r.get(6)?,
                         hash: r.get(7)?,
+                        mac: r.get(8)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -419,8 +443,84 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             "database schema version {version} is newer than this medic ({SCHEMA_VERSION})"
         )));
     }
+    if version == 1 {
+        // v2: approvals bound to action, request, host, service and verdict; audit rows carry a MAC.
+        // Links issued before are unbound: they are closed, and their incidents are asked again.
+        conn.execute_batch(
+            "ALTER TABLE approvals ADD COLUMN action TEXT NOT NULL DEFAULT 'either';
+             ALTER TABLE approvals ADD COLUMN request_id TEXT;
+             ALTER TABLE approvals ADD COLUMN host TEXT;
+             ALTER TABLE approvals ADD COLUMN service TEXT;
+             ALTER TABLE approvals ADD COLUMN container TEXT;
+             ALTER TABLE approvals ADD COLUMN verdict TEXT;
+             ALTER TABLE approvals ADD COLUMN decided_ip TEXT;
+             ALTER TABLE approvals ADD COLUMN decided_ua TEXT;
+             UPDATE approvals SET expires_at = created_at WHERE decided_at IS NULL;
+             ALTER TABLE audit ADD COLUMN mac TEXT;
+             UPDATE outbox SET body = '' WHERE sent_at IS NOT NULL;",
+        )?;
+    }
     conn.execute_batch(SCHEMA)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}
+
+/// `medic.db` and its WAL files readable by the owner only, whatever the umask.
+fn private_files(db: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let path = PathBuf::from(format!("{}{suffix}", db.display()));
+            if path.exists() {
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+}
+
+/// Compares the chain's tip with the head recorded outside the database. A database that ends before
+/// the head (or holds another hash there) was truncated, re-chained or restored from a backup: that is
+/// recorded in the chain itself, so it stays visible after new rows are appended.
+fn check_anchor(conn: &Connection, chain: &mut ChainTip, anchor: &AuditAnchor) -> Result<(), StoreError> {
+    let problem = match anchor.read_head() {
+        Ok(None) => None,
+        Ok(Some(head)) => {
+            let at: Option<String> = conn
+                .query_row("SELECT hash FROM audit WHERE seq = ?1", [head.seq], |r| r.get(0))
+                .optional()?;
+            match at {
+                Some(hash) if hash == head.hash => None,
+                Some(_) => Some((head, "the row at the head's seq has another hash (re-chained or replaced)")),
+                None => Some((head, "the chain ends before the head (rows deleted, or an older backup restored)")),
+            }
+        }
+        Err(problem) => {
+            Some((audit::anchor::Head { seq: -1, hash: String::new() }, if problem.contains("MAC") {
+                "the head file does not carry a valid MAC"
+            } else {
+                "the head file cannot be read"
+            }))
+        }
+    };
+    if let Some((head, problem)) = problem {
+        tracing::error!(head_seq = head.seq, database_seq = chain.seq, problem, "Audit chain does not match its anchor.");
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut ctx = WriteCtx { conn, chain, anchor, now: Utc::now() };
+        let database_seq = ctx.chain.seq;
+        let record = AuditRecord::AuditAnchorMismatch {
+            head_seq: head.seq,
+            head_hash: head.hash.clone(),
+            database_seq,
+            problem: problem.into(),
+        };
+        if let Err(e) = ctx.audit(None, Actor::System, record) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        conn.execute_batch("COMMIT")?;
+        let _ = anchor.write_head(&audit::anchor::Head { seq: chain.seq, hash: chain.hash.clone() });
+    }
     Ok(())
 }
 
@@ -433,7 +533,7 @@ fn load_tip(conn: &Connection) -> Result<ChainTip, StoreError> {
     Ok(tip.unwrap_or_else(ChainTip::genesis))
 }
 
-fn writer_loop(conn: Connection, mut chain: ChainTip, rx: mpsc::Receiver<Job>, max_batch: usize) {
+fn writer_loop(conn: Connection, mut chain: ChainTip, rx: mpsc::Receiver<Job>, max_batch: usize, anchor: &AuditAnchor) {
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     while shutdown.is_none() {
         let Ok(first) = rx.recv() else { break };
@@ -452,7 +552,7 @@ fn writer_loop(conn: Connection, mut chain: ChainTip, rx: mpsc::Receiver<Job>, m
         if batch.is_empty() {
             continue;
         }
-        run_batch(&conn, &mut chain, batch);
+        run_batch(&conn, &mut chain, batch, anchor);
     }
     // Drain anything sent before the sender was dropped, so no acknowledged caller waits forever.
     let rest: Vec<_> = rx
@@ -463,7 +563,7 @@ fn writer_loop(conn: Connection, mut chain: ChainTip, rx: mpsc::Receiver<Job>, m
         })
         .collect();
     if !rest.is_empty() {
-        run_batch(&conn, &mut chain, rest);
+        run_batch(&conn, &mut chain, rest, anchor);
     }
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
     drop(conn);
@@ -475,7 +575,7 @@ fn writer_loop(conn: Connection, mut chain: ChainTip, rx: mpsc::Receiver<Job>, m
 type Reply = oneshot::Sender<Result<AnyBox, StoreError>>;
 type BatchItem = (JobFn, Reply);
 
-fn run_batch(conn: &Connection, chain: &mut ChainTip, batch: Vec<BatchItem>) {
+fn run_batch(conn: &Connection, chain: &mut ChainTip, batch: Vec<BatchItem>, anchor: &AuditAnchor) {
     let chain_at_start = chain.clone();
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let message = e.to_string();
@@ -493,7 +593,7 @@ fn run_batch(conn: &Connection, chain: &mut ChainTip, batch: Vec<BatchItem>) {
             continue;
         }
         let outcome = {
-            let mut ctx = WriteCtx { conn, chain, now };
+            let mut ctx = WriteCtx { conn, chain, anchor, now };
             run(&mut ctx)
         };
         match outcome {
@@ -517,6 +617,11 @@ fn run_batch(conn: &Connection, chain: &mut ChainTip, batch: Vec<BatchItem>) {
         }
         return;
     }
+    if chain.seq != chain_at_start.seq
+        && let Err(e) = anchor.write_head(&audit::anchor::Head { seq: chain.seq, hash: chain.hash.clone() })
+    {
+        tracing::warn!(error = %e, "Cannot write the audit head outside the database.");
+    }
     for (reply, result) in results {
         let _ = reply.send(result);
     }
@@ -531,8 +636,8 @@ impl WriteCtx<'_> {
     pub fn audit(&mut self, incident: Option<IncidentId>, actor: Actor, record: AuditRecord) -> Result<(), StoreError> {
         let event = self.chain.append(self.now, incident, actor, record);
         self.conn.execute(
-            "INSERT INTO audit (seq, time, incident_id, actor, kind, details, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO audit (seq, time, incident_id, actor, kind, details, prev_hash, hash, mac)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 event.seq,
                 event.time,
@@ -541,7 +646,8 @@ impl WriteCtx<'_> {
                 event.kind,
                 audit::canonical_json(&event.details),
                 event.prev_hash,
-                event.hash
+                event.hash,
+                self.anchor.mac(&event.hash)
             ],
         )?;
         Ok(())

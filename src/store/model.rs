@@ -185,7 +185,7 @@ pub(crate) fn audit_events(
     incident: Option<IncidentId>,
 ) -> Result<Vec<AuditEvent>, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT seq, time, incident_id, actor, kind, details, prev_hash, hash FROM audit
+        "SELECT seq, time, incident_id, actor, kind, details, prev_hash, hash, mac FROM audit
          WHERE (?1 IS NULL OR time >= ?1) AND (?2 IS NULL OR incident_id = ?2) ORDER BY seq",
     )?;
     let mut rows = stmt.query(params![since.map(ts), incident.map(|i| i.to_string())])?;
@@ -201,6 +201,7 @@ pub(crate) fn audit_events(
             details: serde_json::from_str(&details)?,
             prev_hash: row.get(6)?,
             hash: row.get(7)?,
+            mac: row.get(8)?,
         });
     }
     Ok(out)

@@ -68,7 +68,9 @@ CREATE TABLE IF NOT EXISTS audit (
     kind         TEXT NOT NULL,
     details      TEXT NOT NULL,
     prev_hash    TEXT NOT NULL,
-    hash         TEXT NOT NULL
+    hash         TEXT NOT NULL,
+    -- HMAC of hash under <data_dir>/secrets/audit_key (NULL only on rows from before schema v2).
+    mac          TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_incident ON audit(incident_id);
 
@@ -132,7 +134,19 @@ CREATE TABLE IF NOT EXISTS approvals (
     decision      TEXT,
     reason        TEXT,
     -- 1 on the row whose link was used to decide.
-    used          INTEGER NOT NULL DEFAULT 0
+    used          INTEGER NOT NULL DEFAULT 0,
+    -- What this token does: 'approve' or 'reject' ('either' on links from before v2, never usable).
+    action        TEXT NOT NULL DEFAULT 'either',
+    -- One approval round (all recipients' links); the decision journal is keyed by it.
+    request_id    TEXT,
+    -- What the approval is bound to besides the argv.
+    host          TEXT,
+    service       TEXT,
+    container     TEXT,
+    verdict       TEXT,
+    -- Who decided, from where.
+    decided_ip    TEXT,
+    decided_ua    TEXT
 );
 CREATE INDEX IF NOT EXISTS approvals_incident ON approvals(incident_id);
 
@@ -143,6 +157,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     channel          TEXT NOT NULL,
     destination      TEXT NOT NULL,
     subject          TEXT NOT NULL,
+    -- Sealed under <data_dir>/secrets/outbox_key; emptied once the message was delivered.
     body             TEXT NOT NULL,
     incident_id      TEXT,
     event            TEXT NOT NULL,

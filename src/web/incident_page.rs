@@ -104,14 +104,17 @@ pub async fn show(
             l.rationale
         ))
     });
+    let host = incident.host.clone().or(d.host_name.clone());
     let level2 = d.level_2_recommendation.as_ref().map(|r| {
+        // Commands are shown as the gate rebuilt them, or not at all.
+        let gated = |c: Option<&str>| state.notifier.rollback_line(c, host.as_deref()).unwrap_or_else(|| "none".into());
         redact(&format!(
             "{} (risk {}, confidence {:.2})\ncommand: {}\nrollback: {}",
             r.root_cause,
             r.risk,
             r.confidence,
-            r.action_command.as_deref().unwrap_or("none"),
-            r.rollback_command.as_deref().unwrap_or("none")
+            gated(r.action_command.as_deref()),
+            gated(r.rollback_command.as_deref())
         ))
     });
     let timeline = timeline

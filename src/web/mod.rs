@@ -8,6 +8,7 @@ pub mod gate;
 pub mod health;
 pub mod hooks;
 pub mod incident_page;
+pub mod security;
 
 use std::sync::Arc;
 
@@ -33,6 +34,8 @@ pub struct AppState {
     pub notifier: std::sync::Arc<crate::notify::Notifier>,
     pub memory: Option<crate::memory::Memory>,
     pub links: crate::approval::links::IncidentLinks,
+    pub inventory: crate::inventory::Inventory,
+    pub throttle: crate::approval::throttle::Throttle,
     pub max_body_bytes: usize,
 }
 
@@ -50,6 +53,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/dry-run", get(gate::dry_run_state).put(gate::set_dry_run))
         .route("/approvals/{token}", get(approval::confirm).post(approval::decide))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(TraceLayer::new_for_http())
         .with_state(state)
+        .layer(axum::middleware::from_fn(security::headers))
+        .layer(TraceLayer::new_for_http().make_span_with(security::span))
 }

@@ -1,0 +1,95 @@
+//! Refused approval attempts, per client IP: counted, audited up to a cap, then throttled.
+//!
+//! A wrong, expired, reused or tampered link is answered normally the first few times (a person may
+//! have clicked an old email). Past `LIMIT` refusals from one IP within `WINDOW`, every approval request
+//! from that IP gets 429 until the window ends, and stops being audited, so a guesser can neither try
+//! many tokens nor flood the audit log. A global cap bounds audit rows from many addresses.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Refusals allowed per IP per window before it is throttled.
+pub const LIMIT: u32 = 10;
+pub const WINDOW: Duration = Duration::from_secs(600);
+/// Refusals audited per window from all addresses together.
+const GLOBAL_AUDIT_CAP: u32 = 200;
+
+#[derive(Clone, Default)]
+pub struct Throttle {
+    inner: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    per_ip: HashMap<IpAddr, (Instant, u32)>,
+    global: Option<(Instant, u32)>,
+}
+
+/// What to do with one refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// Write an audit event for it.
+    pub audit: bool,
+    /// How many refusals this IP has in the window, this one included.
+    pub count: u32,
+}
+
+impl Throttle {
+    /// Seconds until `ip` may try again, when it is throttled.
+    pub fn blocked(&self, ip: IpAddr) -> Option<u64> {
+        self.blocked_at(ip, Instant::now())
+    }
+
+    fn blocked_at(&self, ip: IpAddr, now: Instant) -> Option<u64> {
+        let state = self.inner.lock().expect("throttle lock");
+        let (start, count) = state.per_ip.get(&ip)?;
+        let left = WINDOW.checked_sub(now.duration_since(*start))?;
+        (*count >= LIMIT).then(|| left.as_secs().max(1))
+    }
+
+    /// Counts a refusal from `ip`.
+    pub fn refused(&self, ip: IpAddr) -> Refusal {
+        self.refused_at(ip, Instant::now())
+    }
+
+    fn refused_at(&self, ip: IpAddr, now: Instant) -> Refusal {
+        let mut state = self.inner.lock().expect("throttle lock");
+        if state.per_ip.len() > 10_000 {
+            state.per_ip.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+        }
+        let entry = state.per_ip.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        let count = entry.1;
+        let global = state.global.get_or_insert((now, 0));
+        if now.duration_since(global.0) >= WINDOW {
+            *global = (now, 0);
+        }
+        global.1 += 1;
+        Refusal { audit: count <= LIMIT && global.1 <= GLOBAL_AUDIT_CAP, count }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_throttled_after_the_limit_until_the_window_ends() {
+        let t = Throttle::default();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let now = Instant::now();
+        for i in 1..=LIMIT {
+            assert_eq!(t.blocked_at(a, now), None, "attempt {i} is still answered");
+            assert!(t.refused_at(a, now).audit);
+        }
+        assert!(t.blocked_at(a, now).is_some());
+        assert!(!t.refused_at(a, now).audit, "past the limit: not audited");
+        assert_eq!(t.blocked_at(b, now), None, "other addresses are not affected");
+        assert_eq!(t.blocked_at(a, now + WINDOW), None, "the window ends");
+    }
+}
