@@ -611,7 +611,8 @@ impl Approvals {
     pub async fn approved_command(&self, id: IncidentId) -> Result<Option<ApprovedRow>, StoreError> {
         self.store
             .read(move |conn| {
-                let row: Option<(String, String, Option<String>, Option<String>, Option<String>)> = conn
+                type Stored = (String, String, Option<String>, Option<String>, Option<String>);
+                let row: Option<Stored> = conn
                     .query_row(
                         "SELECT argv_json, recipient, rollback, request_id, host FROM approvals
                          WHERE incident_id = ?1 AND decision = 'approved' AND used = 1

@@ -45,8 +45,8 @@ impl Throttle {
     fn blocked_at(&self, ip: IpAddr, now: Instant) -> Option<u64> {
         let state = self.inner.lock().expect("throttle lock");
         let (start, count) = state.per_ip.get(&ip)?;
-        let left = WINDOW.checked_sub(now.duration_since(*start))?;
-        (*count >= LIMIT).then(|| left.as_secs().max(1))
+        let elapsed = now.duration_since(*start);
+        (*count >= LIMIT && elapsed < WINDOW).then(|| (WINDOW - elapsed).as_secs().max(1))
     }
 
     /// Counts a refusal from `ip`.
