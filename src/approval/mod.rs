@@ -227,7 +227,8 @@ pub struct Decider {
 impl Decider {
     /// "alice@example.com from 192.0.2.7 (Mozilla/5.0 …) at 2026-11-30 12:00:00 UTC"
     pub fn describe(&self, recipient: &str, at: DateTime<Utc>) -> String {
-        let ua: String = self.user_agent.chars().filter(|c| !c.is_control()).take(120).collect();
+        // The user agent is the client's text: shown defanged, on one line.
+        let ua = crate::notify::quote::field(&self.user_agent, 120);
         format!(
             "{recipient} from {} ({}) at {}",
             if self.ip.is_empty() { "unknown address" } else { &self.ip },

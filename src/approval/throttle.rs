@@ -23,8 +23,18 @@ pub struct Throttle {
 
 #[derive(Default)]
 struct State {
-    per_ip: HashMap<IpAddr, (Instant, u32)>,
+    /// Window start, strikes (attempts that look like guessing), audited refusals.
+    per_ip: HashMap<IpAddr, (Instant, u32, u32)>,
     global: Option<(Instant, u32)>,
+}
+
+/// Whether a refusal looks like guessing: an unknown token, a forged form, a cross-site post.
+/// A valid link that is merely expired or already used (a person with an old email, a double click)
+/// is audited but does not count towards throttling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strike {
+    Counts,
+    Free,
 }
 
 /// What to do with one refusal.
@@ -44,33 +54,36 @@ impl Throttle {
 
     fn blocked_at(&self, ip: IpAddr, now: Instant) -> Option<u64> {
         let state = self.inner.lock().expect("throttle lock");
-        let (start, count) = state.per_ip.get(&ip)?;
+        let (start, count, _) = state.per_ip.get(&ip)?;
         let elapsed = now.duration_since(*start);
         (*count >= LIMIT && elapsed < WINDOW).then(|| (WINDOW - elapsed).as_secs().max(1))
     }
 
     /// Counts a refusal from `ip`.
-    pub fn refused(&self, ip: IpAddr) -> Refusal {
-        self.refused_at(ip, Instant::now())
+    pub fn refused(&self, ip: IpAddr, strike: Strike) -> Refusal {
+        self.refused_at(ip, strike, Instant::now())
     }
 
-    fn refused_at(&self, ip: IpAddr, now: Instant) -> Refusal {
+    fn refused_at(&self, ip: IpAddr, strike: Strike, now: Instant) -> Refusal {
         let mut state = self.inner.lock().expect("throttle lock");
         if state.per_ip.len() > 10_000 {
-            state.per_ip.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+            state.per_ip.retain(|_, (start, _, _)| now.duration_since(*start) < WINDOW);
         }
-        let entry = state.per_ip.entry(ip).or_insert((now, 0));
+        let entry = state.per_ip.entry(ip).or_insert((now, 0, 0));
         if now.duration_since(entry.0) >= WINDOW {
-            *entry = (now, 0);
+            *entry = (now, 0, 0);
         }
-        entry.1 += 1;
-        let count = entry.1;
+        if strike == Strike::Counts {
+            entry.1 += 1;
+        }
+        entry.2 += 1;
+        let (count, audited) = (entry.1, entry.2);
         let global = state.global.get_or_insert((now, 0));
         if now.duration_since(global.0) >= WINDOW {
             *global = (now, 0);
         }
         global.1 += 1;
-        Refusal { audit: count <= LIMIT && global.1 <= GLOBAL_AUDIT_CAP, count }
+        Refusal { audit: audited <= 2 * LIMIT && global.1 <= GLOBAL_AUDIT_CAP, count }
     }
 }
 
@@ -85,11 +98,19 @@ mod tests {
         let now = Instant::now();
         for i in 1..=LIMIT {
             assert_eq!(t.blocked_at(a, now), None, "attempt {i} is still answered");
-            assert!(t.refused_at(a, now).audit);
+            assert!(t.refused_at(a, Strike::Counts, now).audit);
         }
         assert!(t.blocked_at(a, now).is_some());
-        assert!(!t.refused_at(a, now).audit, "past the limit: not audited");
-        assert_eq!(t.blocked_at(b, now), None, "other addresses are not affected");
+        for _ in 0..LIMIT {
+            t.refused_at(a, Strike::Counts, now);
+        }
+        assert!(!t.refused_at(a, Strike::Counts, now).audit, "far past the limit: not audited");
+        for _ in 0..3 * LIMIT {
+            t.refused_at(b, Strike::Free, now);
+        }
+        assert_eq!(t.blocked_at(b, now), None, "old links and double clicks do not throttle");
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        assert_eq!(t.blocked_at(c, now), None, "other addresses are not affected");
         assert_eq!(t.blocked_at(a, now + WINDOW), None, "the window ends");
     }
 }

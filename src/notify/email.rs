@@ -152,9 +152,10 @@ impl Shown<'_> {
         let lines: Vec<String> = redacted
             .lines()
             .map(|line| match self.gate.blocked_pattern(line) {
-                Some(pattern) => format!(
-                    "[line not shown: it contains `{pattern}`, which medic never runs; the incident page has the full text]"
-                ),
+                Some(_) => {
+                    "[line not shown: it holds a command pattern medic never runs; the incident page has the full text]"
+                        .to_string()
+                }
                 None => self.gate_spans(line, host),
             })
             .collect();
@@ -293,7 +294,8 @@ pub fn incident_email(
         scope,
         rollback: details.rollback.as_deref().map(|r| quote::field(r, 300)),
         result: details.result.as_deref().map(|r| quote::field(&shown.gated(r, host), 1000)),
-        decided_by: details.decided_by.as_deref().map(|r| quote::field(r, 300)),
+        // medic's own sentence; its user-agent part was made safe when it was recorded.
+        decided_by: details.decided_by.as_deref().map(|r| quote::visible(r).replace('\n', " ")),
         approve_url: links.as_ref().map(|(a, _, _)| a.clone()),
         reject_url: links.as_ref().map(|(_, r, _)| r.clone()).unwrap_or_default(),
         expires: links.as_ref().map(|(_, _, e)| e.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default(),

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use super::AppState;
+use crate::approval::throttle::Strike;
 use crate::approval::{ApprovalError, Binding, Decider, Decision, DecisionForm};
 use crate::audit::AuditRecord;
 use crate::domain::{Actor, IncidentId, IncidentState};
@@ -63,6 +64,13 @@ pub(crate) fn result(status: StatusCode, title: &str, message: &str) -> Response
         .render()
         .unwrap_or_else(|_| "medic: internal error".into());
     page(status, html)
+}
+
+fn strike(error: &ApprovalError) -> Strike {
+    match error {
+        ApprovalError::Unknown | ApprovalError::Mismatch | ApprovalError::WrongAction(..) => Strike::Counts,
+        _ => Strike::Free,
+    }
 }
 
 fn refusal_status(error: &ApprovalError) -> (StatusCode, &'static str) {
@@ -112,6 +120,7 @@ fn decider(peer: Option<SocketAddr>, headers: &HeaderMap) -> Decider {
 
 /// Logs, audits (while the throttle allows) and answers a refused attempt.
 async fn refuse(
+    strike: Strike,
     state: &AppState,
     peer: Option<SocketAddr>,
     headers: &HeaderMap,
@@ -121,7 +130,7 @@ async fn refuse(
 ) -> Response {
     let who = decider(peer, headers);
     let ip = peer.map(|p| p.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let refusal = state.throttle.refused(ip);
+    let refusal = state.throttle.refused(ip, strike);
     info!(status = status.as_u16(), client = %who.ip, attempts = refusal.count, reason = %message, "Approval attempt refused.");
     if refusal.audit {
         let record = AuditRecord::ApprovalRefused {
@@ -180,13 +189,17 @@ pub async fn confirm(
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             let (status, title) = refusal_status(&e);
-            return refuse(&state, peer, &headers, status, title, e.to_string()).await;
+            return refuse(strike(&e), &state, peer, &headers, status, title, e.to_string()).await;
         }
         Err(e) => return internal(e),
     };
     let incident = match state.store.incident(view.incident_id).await {
         Ok(Some(i)) => i,
-        Ok(None) => return refuse(&state, peer, &headers, StatusCode::NOT_FOUND, "Link not valid", ApprovalError::Unknown.to_string()).await,
+        Ok(None) => {
+            let e = ApprovalError::Unknown;
+            return refuse(Strike::Counts, &state, peer, &headers, StatusCode::NOT_FOUND, "Link not valid", e.to_string())
+                .await;
+        }
         Err(e) => return internal(e),
     };
     if incident.state != IncidentState::AwaitingApproval {
@@ -276,7 +289,8 @@ pub async fn decide(
         return throttled(seconds);
     }
     if let Some(why) = cross_site(&headers, state.notifier.public_url()) {
-        return refuse(&state, peer, &headers, StatusCode::FORBIDDEN, "Cross-site form refused", why).await;
+        return refuse(Strike::Counts, &state, peer, &headers, StatusCode::FORBIDDEN, "Cross-site form refused", why)
+            .await;
     }
     let Ok(Form(form)) = form else {
         return result(
@@ -293,6 +307,7 @@ pub async fn decide(
     };
     if form.csrf.is_empty() {
         return refuse(
+            Strike::Counts,
             &state,
             peer,
             &headers,
@@ -309,7 +324,7 @@ pub async fn decide(
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             let (status, title) = refusal_status(&e);
-            return refuse(&state, peer, &headers, status, title, e.to_string()).await;
+            return refuse(strike(&e), &state, peer, &headers, status, title, e.to_string()).await;
         }
         Err(e) => return internal(e),
     };
@@ -338,7 +353,7 @@ pub async fn decide(
                 state.runner.enqueue(view.incident_id, incident.key);
             }
             let (status, title) = refusal_status(&e);
-            return refuse(&state, peer, &headers, status, title, e.to_string()).await;
+            return refuse(strike(&e), &state, peer, &headers, status, title, e.to_string()).await;
         }
         Err(e) => return internal(e),
     };

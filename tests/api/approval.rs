@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::smtp::{Mail, TestSmtp, approval_link};
+use crate::smtp::{Mail, TestSmtp, approval_link, reject_link};
 use crate::world::{Options, World, form_fields};
 
 /// A world whose incident waits for approval of the nginx start command; returns its id and email.
@@ -187,10 +187,11 @@ async fn a_rejection_closes_the_incident_and_memory_keeps_the_reason() {
     let world = World::start(Options { l1: false, ..Options::default() }).await;
     let (id, mail) = awaiting(&world).await;
     let link = approval_link(&mail);
-    let reject_link = mail.text.split("Reject:").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
-    assert!(reject_link.ends_with("?action=reject"));
+    let reject_link = reject_link(&mail);
+    assert_ne!(link, reject_link, "approve and reject are separate credentials");
     let page = world.app.client.get(&reject_link).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("Reject this fix"));
+    assert!(!page.contains("value=\"approve\""), "a reject page offers no approve button");
     let f = form_fields(&page);
     let form = [
         ("decision", "reject"),
@@ -199,14 +200,19 @@ async fn a_rejection_closes_the_incident_and_memory_keeps_the_reason() {
         ("incident_id", f["incident_id"].as_str()),
         ("command_hash", f["command_hash"].as_str()),
     ];
-    let (status, _) = post(&world, &link, &form).await;
+    // The reject credential cannot be turned into an approval.
+    let mut approve_with_reject_link = form;
+    approve_with_reject_link[0] = ("decision", "approve");
+    let (status, body) = post(&world, &reject_link, &approve_with_reject_link).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("can only reject"), "{body}");
+    assert_eq!(world.incident(&id).await["state"], "awaiting_approval");
+    let (status, _) = post(&world, &reject_link, &form).await;
     assert_eq!(status, 200);
     let incident = world.incident(&id).await;
     assert_eq!(incident["state"], "rejected");
-    let mut approve = form;
-    approve[0] = ("decision", "approve");
-    let (status, _) = post(&world, &link, &approve).await;
-    assert_eq!(status, 409, "approve after reject");
+    let a = world.confirm_fields_status(&link).await;
+    assert_eq!(a, 409, "the approve link is closed after the rejection");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!world.nginx.is_up(), "nothing ran");
     assert_eq!(actions_for(&world, &id).await, 0);
@@ -222,17 +228,20 @@ async fn a_rejection_closes_the_incident_and_memory_keeps_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn expired_links_change_nothing() {
+async fn expired_links_change_nothing_and_the_incident_asks_again_then_stops_asking() {
     let world = World::start(Options { l1: false, ..Options::default() }).await;
     let mut settings = world.options_settings.clone();
-    settings.approval.ttl = Duration::from_secs(1);
+    settings.approval.ttl = Duration::from_secs(2);
+    settings.approval.max_requests = 2;
     let world = World { options_settings: settings, ..world }.restart().await;
     let (id, mail) = awaiting(&world).await;
+    assert!(mail.text.contains("State: awaiting your approval"), "{}", mail.text);
     let link = approval_link(&mail);
     let f = world.confirm_fields(&link).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(world.app.client.get(&link).send().await.unwrap().status(), 410);
-    let (status, body) = post(
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let status = world.app.client.get(&link).send().await.unwrap().status();
+    assert!(status == 410 || status == 409, "expired (or already superseded by a new request): {status}");
+    let (status, _) = post(
         &world,
         &link,
         &[
@@ -243,9 +252,30 @@ async fn expired_links_change_nothing() {
         ],
     )
     .await;
-    assert_eq!(status, 410);
-    assert!(body.contains("expired"));
-    assert_eq!(world.incident(&id).await["state"], "awaiting_approval");
+    assert!(status == 410 || status == 409, "{status}");
+    assert_eq!(actions_for(&world, &id).await, 0, "nothing ran");
+
+    // The incident is not stranded: new links go out, and the old ones stay dead.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let second = loop {
+        let approvals: Vec<Mail> =
+            world.smtp().mails().into_iter().filter(|m| m.subject.contains("Approval needed")).collect();
+        if approvals.len() >= 2 {
+            break approvals[1].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no second approval email");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(approval_link(&second), link);
+    assert!(second.text.contains("approval links expired without a decision"), "{}", second.text);
+    assert_ne!(world.app.client.get(&link).send().await.unwrap().status(), 200);
+
+    // After approval.max_requests rounds nobody answered: parked, with an email that says so.
+    let escalation = world.smtp().wait_for("Needs a human", 20).await;
+    assert!(escalation.text.contains("no decision after 2 approval request(s)"), "{}", escalation.text);
+    let incident = world.incident(&id).await;
+    assert_eq!(incident["state"], "escalated", "{incident}");
+    assert_eq!(actions_for(&world, &id).await, 0);
     world.app.stop().await;
 }
 

@@ -2,6 +2,7 @@
 
 mod alertmanager;
 mod approval;
+mod approval_attacks;
 mod audit;
 mod crash;
 mod diagnose;

@@ -94,8 +94,21 @@ pub fn parse(raw: &[u8]) -> Mail {
     }
 }
 
-/// The approval link from an email's text part.
+/// The approve link from an email's text part (medic's own line, at the start of a line).
 pub fn approval_link(mail: &Mail) -> String {
-    let start = mail.text.find("Review and approve: ").expect("an approval link") + "Review and approve: ".len();
-    mail.text[start..].split_whitespace().next().unwrap().to_string()
+    link_after(mail, "Approve: ")
+}
+
+/// The reject link from an email's text part.
+pub fn reject_link(mail: &Mail) -> String {
+    link_after(mail, "Reject:  ")
+}
+
+fn link_after(mail: &Mail, label: &str) -> String {
+    let line = mail
+        .text
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no line starting with {label:?} in:\n{}", mail.text));
+    line[label.len()..].trim().to_string()
 }

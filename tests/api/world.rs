@@ -231,6 +231,16 @@ impl World {
         self.llm.script("anthropic", vec![Reply::ok(anthropic_message(&text))]);
     }
 
+    /// Scripts level 2's answer with a rollback and a risk of its own choosing.
+    pub fn l2_says_with_rollback(&self, root_cause: &str, command: Option<&str>, rollback: &str) {
+        let text = json!({
+            "root_cause": root_cause, "action_command": command, "rollback_command": rollback,
+            "risk": "low", "confidence": 0.85, "requires_human_approval": true
+        })
+        .to_string();
+        self.llm.script("anthropic", vec![Reply::ok(anthropic_message(&text))]);
+    }
+
     pub fn start_command(&self) -> String {
         format!("{} start", self.nginx.control())
     }
@@ -256,6 +266,11 @@ impl World {
         let page = self.app.client.get(link).send().await.unwrap();
         assert_eq!(page.status(), 200);
         form_fields(&page.text().await.unwrap())
+    }
+
+    /// The status a GET of a confirm link answers.
+    pub async fn confirm_fields_status(&self, link: &str) -> u16 {
+        self.app.client.get(link).send().await.unwrap().status().as_u16()
     }
 
     pub fn token(&self) -> &'static str {
