@@ -231,6 +231,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_existing_store(&settings)?;
             incidents(cmd, &store).await
         }
+        Command::Audit(AuditCommand::Verify) => {
+            let (settings, _) = load_settings(cli.config.as_deref())?;
+            audit_verify(&settings.store.data_dir)
+        }
         Command::Audit(cmd) => {
             let (settings, _) = load_settings(cli.config.as_deref())?;
             let store = open_existing_store(&settings)?;
@@ -417,29 +421,35 @@ async fn incidents(cmd: IncidentsCommand, store: &Store) -> anyhow::Result<ExitC
     }
 }
 
+/// `medic audit verify`: the chain, each row's MAC and the head outside the database, read without
+/// opening the store for writing (start-up would record a mismatch and move the head on).
+fn audit_verify(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let rows = crate::store::audit_rows_read_only(data_dir)?;
+    let secrets = crate::secrets::SecretsDir::open(data_dir).context("cannot open <data_dir>/secrets")?;
+    let anchor = crate::audit::anchor::AuditAnchor::open(&secrets).context("cannot read the audit key")?;
+    let mismatches: Vec<_> = rows.iter().filter(|r| r.kind == "audit_anchor_mismatch").map(|r| r.seq).collect();
+    match crate::audit::verify_anchored(rows, Some(&anchor)) {
+        Ok(n) if mismatches.is_empty() => {
+            println!("audit chain OK: {n} events verified, MACs and the head outside the database match");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(n) => {
+            println!(
+                "audit chain verifies ({n} events), but it records that the database did not match its anchor \
+                 at start-up (rows lost, replaced or an older backup restored before that point): see seq {mismatches:?}"
+            );
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => {
+            println!("audit chain BROKEN at seq {}: {e}", e.seq());
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 async fn audit(cmd: AuditCommand, store: &Store) -> anyhow::Result<ExitCode> {
     match cmd {
-        AuditCommand::Verify => {
-            let rows = store.audit_rows_blocking()?;
-            let mismatches: Vec<_> = rows.iter().filter(|r| r.kind == "audit_anchor_mismatch").map(|r| r.seq).collect();
-            match crate::audit::verify_anchored(rows, Some(store.audit_anchor())) {
-                Ok(n) if mismatches.is_empty() => {
-                    println!("audit chain OK: {n} events verified, MACs and the head outside the database match");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Ok(n) => {
-                    println!(
-                        "audit chain verifies ({n} events), but it records that the database did not match its \
-                         anchor at start-up (rows lost or replaced before that point): see seq {mismatches:?}"
-                    );
-                    Ok(ExitCode::from(1))
-                }
-                Err(e) => {
-                    println!("audit chain BROKEN at seq {}: {e}", e.seq());
-                    Ok(ExitCode::from(1))
-                }
-            }
-        }
+        AuditCommand::Verify => unreachable!("handled before the store opens"),
         AuditCommand::Export { since, incident, output } => {
             let since = since
                 .as_deref()

@@ -29,8 +29,8 @@ use crate::memory::Memory;
 use crate::notify::outbox::OutboxSender;
 use crate::notify::seal::Sealer;
 use crate::notify::{Notifier, NotifierParts};
-use crate::secrets::SecretsDir;
 use crate::pipeline::{Pipeline, Runner, Stages};
+use crate::secrets::SecretsDir;
 use crate::store::Store;
 use crate::transport::Transports;
 use crate::web::{self, ApiAuth, AppState};
@@ -103,9 +103,8 @@ impl Application {
         let approvals = Approvals::new(store.clone(), &settings.approval, journal);
         let links = IncidentLinks::open(&secrets, settings.approval.incident_link_ttl)
             .context("cannot read or create the incident link key in <data_dir>/secrets/link_key")?;
-        let sealer = Sealer::new(
-            &secrets.key("outbox_key").context("cannot read or create <data_dir>/secrets/outbox_key")?,
-        );
+        let sealer =
+            Sealer::new(&secrets.key("outbox_key").context("cannot read or create <data_dir>/secrets/outbox_key")?);
         let notifier = Arc::new(Notifier::new(
             settings.notify.clone(),
             NotifierParts {

@@ -381,7 +381,11 @@ fn row(conn: &rusqlite::Connection, hash: &str) -> Result<Option<Row>, StoreErro
 
 impl Row {
     /// The checks a GET and a POST share: known, one action, undecided, not in the journal, not expired.
-    fn usable(&self, journal: &DecisionJournal, now: DateTime<Utc>) -> Result<Result<Decision, ApprovalError>, StoreError> {
+    fn usable(
+        &self,
+        journal: &DecisionJournal,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Decision, ApprovalError>, StoreError> {
         let Some(action) = Decision::from_action(&self.action) else {
             // A link from before bound approvals: never usable (the incident is asked again).
             return Ok(Err(ApprovalError::Unknown));

@@ -114,14 +114,20 @@ impl Redactor {
             ));
         }
         if config.tokens {
-            rules.push(rule(r"(?i)\b(bearer|basic|token|digest|negotiate)(\s+)[A-Za-z0-9._~+/-]{8,}=*", "${1}${2}[REDACTED:token]"));
+            rules.push(rule(
+                r"(?i)\b(bearer|basic|token|digest|negotiate)(\s+)[A-Za-z0-9._~+/-]{8,}=*",
+                "${1}${2}[REDACTED:token]",
+            ));
             // `Authorization:` / `Proxy-Authorization:` / `X-Api-Key:` style headers, whatever the scheme.
             rules.push(rule(
                 r"(?i)\b((?:proxy-)?authorization|x-[a-z-]*(?:token|key|secret|auth)[a-z-]*|cookie|set-cookie)(\s*[:=]\s*)(?:[A-Za-z]+\s+)?[^\s,;]+",
                 "${1}${2}[REDACTED:header]",
             ));
             // MySQL-style `-p<password>` glued to the flag, and `--password <value>`.
-            rules.push(Rule { keep: Some(port_like), ..rule(r#"(^|\s)(-p)([^\s"'-][^\s"']{4,})"#, "${1}${2}[REDACTED]") });
+            rules.push(Rule {
+                keep: Some(port_like),
+                ..rule(r#"(^|\s)(-p)([^\s"'-][^\s"']{4,})"#, "${1}${2}[REDACTED]")
+            });
             rules.push(rule(
                 r#"(?i)(--(?:password|passwd|pass|secret|token|api-key|apikey|auth-token|access-token|client-secret)(?:\s+|=))([^\s"']{3,})"#,
                 "${1}[REDACTED]",
@@ -284,7 +290,11 @@ mod tests {
         ("https userinfo", "https://deploy:ghpw123456@git.example.com/repo", "ghpw123456"),
         ("bearer token", "sent bearer eyJabc.def.ghijk12345 upstream", "eyJabc.def.ghijk12345"),
         ("JWT", "id=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlMTIz", "c2lnbmF0dXJlMTIz"),
-        ("private key", "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIExample\n-----END EC PRIVATE KEY-----", "MHcCAQEEIExample"),
+        (
+            "private key",
+            "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIExample\n-----END EC PRIVATE KEY-----",
+            "MHcCAQEEIExample",
+        ),
         ("AWS access key", "key AKIAIOSFODNN7EXAMPLE used", "AKIAIOSFODNN7EXAMPLE"),
         ("AWS secret", "aws_secret_access_key=wJalrXUtnFEMIK7MDENGbPxRfiCY", "wJalrXUtnFEMIK7MDENGbPxRfiCY"),
         ("GitHub token", "ghp_0123456789abcdefghijABCDEFGHIJ012345 denied", "ghp_0123456789abcdefghijABCDEFGHIJ012345"),

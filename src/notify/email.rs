@@ -143,7 +143,8 @@ impl Shown<'_> {
         quote::block(&self.gated(text, host))
     }
 
-    fn model_html(&self, text: &str, host: Option<&str>) -> String {
+    /// The same for an HTML page or part (escaped by askama there): not prefixed, otherwise alike.
+    pub fn model_html(&self, text: &str, host: Option<&str>) -> String {
         quote::html_block(&self.gated(text, host))
     }
 
@@ -199,10 +200,9 @@ fn l1_status(d: &crate::domain::IncidentDetails, shown: &Shown<'_>, host: Option
     let ran = d.fix_source.as_deref() == Some("l1")
         && d.last_command.as_deref().is_some_and(|last| !verdict.argv().is_empty() && last == verdict.argv());
     match (&verdict, ran) {
-        (crate::gate::Verdict::Deny { .. }, _) => (
-            "[not shown: refused by medic's gate]".into(),
-            "proposed by level 1, refused by the gate, not run".into(),
-        ),
+        (crate::gate::Verdict::Deny { .. }, _) => {
+            ("[not shown: refused by medic's gate]".into(), "proposed by level 1, refused by the gate, not run".into())
+        }
         (v, true) => (
             v.argv().join(" "),
             match d.level_1_success {

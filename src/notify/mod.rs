@@ -19,9 +19,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::approval::{ApprovalRequest, Approvals, Binding, Issued};
-use seal::{SealedBody, Sealer};
 use crate::config::{ConfigError, Secret, empty_none};
 use crate::store::{IncidentRecord, StoreError, WriteCtx};
+use seal::{SealedBody, Sealer};
 
 /// What happened, for routing to channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -304,7 +304,16 @@ pub struct NotifierParts {
 impl Notifier {
     pub fn new(config: NotifyConfig, parts: NotifierParts) -> Self {
         let NotifierParts { approvals, public_url, redactor, links, sealer, gate } = parts;
-        Self { config, approvals, public_url, redactor, links, sealer, gate, wake: Arc::new(tokio::sync::Notify::new()) }
+        Self {
+            config,
+            approvals,
+            public_url,
+            redactor,
+            links,
+            sealer,
+            gate,
+            wake: Arc::new(tokio::sync::Notify::new()),
+        }
     }
 
     pub fn sealer(&self) -> &Sealer {
@@ -322,7 +331,11 @@ impl Notifier {
             crate::gate::Verdict::Deny { .. } => {
                 "proposed by the model, refused by medic's gate: not shown, and medic will not run it".into()
             }
-            v => format!("{} (gate: allowed for a human, template `{}`; not run)", v.argv().join(" "), v.template().unwrap_or("")),
+            v => format!(
+                "{} (gate: allowed for a human, template `{}`; not run)",
+                v.argv().join(" "),
+                v.template().unwrap_or("")
+            ),
         })
     }
 
@@ -342,6 +355,12 @@ impl Notifier {
     /// Text from a webhook or a log, with secrets masked, for pages humans open from a link.
     pub fn redact(&self, text: &str) -> String {
         self.redactor.redact(text)
+    }
+
+    /// Model or log text for a page a human opens: redacted, command-like parts gated, hidden characters
+    /// visible, links defanged.
+    pub fn shown_text(&self, text: &str, host: Option<&str>) -> String {
+        email::Shown { redactor: &self.redactor, gate: &self.gate }.model_html(text, host)
     }
 
     pub fn public_url(&self) -> &url::Url {

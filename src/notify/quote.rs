@@ -55,9 +55,9 @@ static DOMAIN: LazyLock<Regex> = LazyLock::new(|| {
     .expect("domain regex")
 });
 const FILE_SUFFIXES: &[&str] = &[
-    "service", "socket", "timer", "target", "mount", "conf", "log", "sh", "py", "js", "rs", "go", "so", "pid",
-    "sock", "txt", "json", "yml", "yaml", "toml", "ini", "db", "gz", "tar", "lock", "tmp", "pem", "crt", "key",
-    "cfg", "md", "html", "php", "pl", "rb", "d",
+    "service", "socket", "timer", "target", "mount", "conf", "log", "sh", "py", "js", "rs", "go", "so", "pid", "sock",
+    "txt", "json", "yml", "yaml", "toml", "ini", "db", "gz", "tar", "lock", "tmp", "pem", "crt", "key", "cfg", "md",
+    "html", "php", "pl", "rb", "d",
 ];
 
 /// URLs and domain names made unclickable (`hxxps[:]//evil[.]example`).

@@ -63,8 +63,7 @@ impl Sealer {
 
     pub fn open(&self, stored: &str) -> Result<String, SealError> {
         let encoded = stored.strip_prefix(PREFIX).ok_or(SealError::NotSealed)?;
-        let bytes =
-            base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded).map_err(|_| SealError::Damaged)?;
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded).map_err(|_| SealError::Damaged)?;
         if bytes.len() < NONCE_LEN {
             return Err(SealError::Damaged);
         }

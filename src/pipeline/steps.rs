@@ -263,7 +263,8 @@ impl Pipeline {
             Verdict::Allow(cmd) => cmd,
         };
         // Automatic actions stay within the incident: its own service (and container) on its own host.
-        if let Some(why) = crate::gate::out_of_scope(approved.bindings(), &target.service, target.container.as_deref()) {
+        if let Some(why) = crate::gate::out_of_scope(approved.bindings(), &target.service, target.container.as_deref())
+        {
             let (id, argv, cause) = (incident.id, approved.argv().to_vec(), proposal.cause.clone());
             let note = format!("`{}` needs a human: {why}", approved.display());
             let timeline = note.clone();
@@ -818,7 +819,10 @@ impl Pipeline {
         match crate::approval::Binding::current(&self.stages.gate, Some(&target), &argv) {
             Ok(now) if now.host == approved.host || approved.host.is_empty() => {}
             Ok(now) => {
-                let why = format!("the host changed after the approval (now `{}`, approved for `{}`)", now.host, approved.host);
+                let why = format!(
+                    "the host changed after the approval (now `{}`, approved for `{}`)",
+                    now.host, approved.host
+                );
                 return self.escalate_with(incident, &why).await;
             }
             Err(why) => return self.escalate_with(incident, &why).await,
@@ -830,9 +834,11 @@ impl Pipeline {
                 let why = "this approval already ran once (decision journal); the database may have been restored from an older backup";
                 return self.escalate_with(incident, why).await;
             }
-            if let Err(e) =
-                journal.record(&approved.request_id, &incident.id.to_string(), crate::approval::journal::Entry::Executed)
-            {
+            if let Err(e) = journal.record(
+                &approved.request_id,
+                &incident.id.to_string(),
+                crate::approval::journal::Entry::Executed,
+            ) {
                 return Err(PipelineError::Stage {
                     stage: "approval",
                     fault: crate::fault::Fault::Transient,

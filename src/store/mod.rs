@@ -359,27 +359,7 @@ impl Store {
 
     /// Every audit row in order, details as stored text, for `medic audit verify`.
     pub fn audit_rows_blocking(&self) -> Result<Vec<StoredRow>, StoreError> {
-        self.read_blocking(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT seq, time, incident_id, actor, kind, details, prev_hash, hash, mac FROM audit ORDER BY seq",
-            )?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(StoredRow {
-                        seq: r.get(0)?,
-                        time: r.get(1)?,
-                        incident_id: r.get(2)?,
-                        actor: r.get(3)?,
-                        kind: r.get(4)?,
-                        details: r.get(5)?,
-                        prev_hash: r.get(6)?,
-                        hash: r.get(7)?,
-                        mac: r.get(8)?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
+        self.read_blocking(read_audit_rows)
     }
 
     /// Audit events for export, optionally since a time and for one incident.
@@ -465,6 +445,38 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Every audit row of `<data_dir>/medic.db`, read without opening the store for writing: `medic audit
+/// verify` must see the database as it is, before start-up's anchor check records anything.
+pub fn audit_rows_read_only(data_dir: &Path) -> Result<Vec<StoredRow>, StoreError> {
+    let path = data_dir.join("medic.db");
+    if !path.exists() {
+        return Err(StoreError::Corrupt(format!("{} does not exist", path.display())));
+    }
+    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    read_audit_rows(&conn)
+}
+
+fn read_audit_rows(conn: &Connection) -> Result<Vec<StoredRow>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT seq, time, incident_id, actor, kind, details, prev_hash, hash, mac FROM audit ORDER BY seq")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(StoredRow {
+                seq: r.get(0)?,
+                time: r.get(1)?,
+                incident_id: r.get(2)?,
+                actor: r.get(3)?,
+                kind: r.get(4)?,
+                details: r.get(5)?,
+                prev_hash: r.get(6)?,
+                hash: r.get(7)?,
+                mac: r.get(8)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 /// `medic.db` and its WAL files readable by the owner only, whatever the umask.
 fn private_files(db: &Path) {
     #[cfg(unix)]
@@ -486,25 +498,30 @@ fn check_anchor(conn: &Connection, chain: &mut ChainTip, anchor: &AuditAnchor) -
     let problem = match anchor.read_head() {
         Ok(None) => None,
         Ok(Some(head)) => {
-            let at: Option<String> = conn
-                .query_row("SELECT hash FROM audit WHERE seq = ?1", [head.seq], |r| r.get(0))
-                .optional()?;
+            let at: Option<String> =
+                conn.query_row("SELECT hash FROM audit WHERE seq = ?1", [head.seq], |r| r.get(0)).optional()?;
             match at {
                 Some(hash) if hash == head.hash => None,
                 Some(_) => Some((head, "the row at the head's seq has another hash (re-chained or replaced)")),
                 None => Some((head, "the chain ends before the head (rows deleted, or an older backup restored)")),
             }
         }
-        Err(problem) => {
-            Some((audit::anchor::Head { seq: -1, hash: String::new() }, if problem.contains("MAC") {
+        Err(problem) => Some((
+            audit::anchor::Head { seq: -1, hash: String::new() },
+            if problem.contains("MAC") {
                 "the head file does not carry a valid MAC"
             } else {
                 "the head file cannot be read"
-            }))
-        }
+            },
+        )),
     };
     if let Some((head, problem)) = problem {
-        tracing::error!(head_seq = head.seq, database_seq = chain.seq, problem, "Audit chain does not match its anchor.");
+        tracing::error!(
+            head_seq = head.seq,
+            database_seq = chain.seq,
+            problem,
+            "Audit chain does not match its anchor."
+        );
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let mut ctx = WriteCtx { conn, chain, anchor, now: Utc::now() };
         let database_seq = ctx.chain.seq;

@@ -197,8 +197,16 @@ pub async fn confirm(
         Ok(Some(i)) => i,
         Ok(None) => {
             let e = ApprovalError::Unknown;
-            return refuse(Strike::Counts, &state, peer, &headers, StatusCode::NOT_FOUND, "Link not valid", e.to_string())
-                .await;
+            return refuse(
+                Strike::Counts,
+                &state,
+                peer,
+                &headers,
+                StatusCode::NOT_FOUND,
+                "Link not valid",
+                e.to_string(),
+            )
+            .await;
         }
         Err(e) => return internal(e),
     };
@@ -222,17 +230,17 @@ pub async fn confirm(
     let html = ConfirmPage {
         approve: view.action == Decision::Approve,
         service: view.service.clone(),
-        host: host.unwrap_or_else(|| "unknown".into()),
+        host: host.clone().unwrap_or_else(|| "unknown".into()),
         monitor: incident.monitor.name.clone(),
         incident_id: incident.id.to_string(),
         state: "awaiting approval".into(),
-        message: state.notifier.redact(&incident.error_logs),
+        message: state.notifier.shown_text(&incident.error_logs, host.as_deref()),
         cause: d
             .level_2_recommendation
             .as_ref()
             .map(|r| r.root_cause.clone())
             .or_else(|| d.fix_cause.clone())
-            .map(|c| state.notifier.redact(&c)),
+            .map(|c| state.notifier.shown_text(&c, host.as_deref())),
         recipient: view.recipient,
         expires: view.expires_at.format("%Y-%m-%d %H:%M UTC").to_string(),
         command: view.argv.join(" "),
@@ -368,7 +376,11 @@ pub async fn decide(
         }
         Decision::Reject => {
             remember_rejection(&state, id, &command, &decided.recipient, reason).await;
-            result(StatusCode::OK, "Rejected", &format!("`{command}` will not run. The incident is closed as rejected."))
+            result(
+                StatusCode::OK,
+                "Rejected",
+                &format!("`{command}` will not run. The incident is closed as rejected."),
+            )
         }
     }
 }

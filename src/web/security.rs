@@ -20,7 +20,8 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Headers accepted before a 431.
 pub const MAX_HEADERS: usize = 90;
 
-const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Adds the headers to every response that does not set its own.
 pub async fn headers(request: Request<Body>, next: Next) -> Response {

@@ -129,7 +129,8 @@ async fn a_copy_of_the_database_holds_no_credential_and_cannot_approve() {
     for value in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
         if value.len() >= 32 && tried < 30 {
             tried += 1;
-            let status = world.app.client.get(format!("{}/approvals/{value}", world.app.base)).send().await.unwrap().status();
+            let status =
+                world.app.client.get(format!("{}/approvals/{value}", world.app.base)).send().await.unwrap().status();
             assert!(status == 404 || status == 429, "{value}: {status}");
         }
     }
@@ -168,7 +169,8 @@ async fn an_approval_is_bound_to_its_host_and_a_re_pointed_monitor_asks_again() 
     world.wait_state(&id, "awaiting_approval", 30).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let second = loop {
-        let mails: Vec<Mail> = world.smtp().mails().into_iter().filter(|m| m.subject.contains("Approval needed")).collect();
+        let mails: Vec<Mail> =
+            world.smtp().mails().into_iter().filter(|m| m.subject.contains("Approval needed")).collect();
         if mails.len() >= 2 {
             break mails[1].clone();
         }
@@ -287,7 +289,15 @@ async fn cross_site_posts_are_refused_and_every_response_carries_the_security_he
         ("unknown path", client.get(format!("{base}/nowhere")), 404),
         ("wrong method", client.get(format!("{base}/hooks/uptime-kuma")), 405),
         ("not a form", client.post(&link).header("content-type", "application/json").body("{}"), 400),
-        ("huge body", client.post(format!("{base}/hooks/uptime-kuma")).bearer_auth(crate::helpers::TOKEN).body(vec![b'x'; 3 * 1024 * 1024]), 413),
+        (
+            "huge body",
+            client.post(format!("{base}/hooks/uptime-kuma")).bearer_auth(crate::helpers::TOKEN).body(vec![
+                b'x';
+                3 * 1024
+                    * 1024
+            ]),
+            413,
+        ),
         ("huge header", client.get(format!("{base}/healthz")).header("x-big", big), 431),
         ("confirm page", client.get(&link), 200),
         ("api", client.get(format!("{base}/api/v1/incidents")).bearer_auth(crate::helpers::TOKEN), 200),
@@ -341,7 +351,10 @@ async fn a_log_line_cannot_forge_the_email_and_ungated_commands_are_not_shown() 
     let approve_at = mail.text.find("\nApprove: ").unwrap();
     let quoted_at = mail.text.find("Everything below is quoted").unwrap();
     assert!(approve_at < quoted_at);
-    let starts = mail.text[quoted_at..].lines().filter(|l| l.starts_with("Approve:") || l.starts_with("Review and approve")).count();
+    let starts = mail.text[quoted_at..]
+        .lines()
+        .filter(|l| l.starts_with("Approve:") || l.starts_with("Review and approve"))
+        .count();
     assert_eq!(starts, 0, "{}", mail.text);
     assert_eq!(mail.text.lines().filter(|l| l.starts_with("Approve: ")).count(), 1);
     // The rollback passed the gate: refused, so only that fact is shown.

@@ -164,3 +164,120 @@ async fn sigterm_shuts_down_gracefully_and_keeps_everything() {
     let (code, _, _) = run_cli(&["--config", config.to_str().unwrap(), "audit", "verify"]);
     assert_eq!(code, 0);
 }
+
+/// Copies a stopped medic's data dir (database and secrets) so each attack starts from the same state.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn sqlite(db: &std::path::Path, sql: &str) {
+    let out = std::process::Command::new("sqlite3").arg(db).arg(sql).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn audit_verify_detects_truncation_a_full_rechain_and_a_duplicated_key() {
+    let (dir, config, mut medic) = medic_with_one_down().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    medic.child.kill().await.unwrap();
+    medic.wait().await;
+    let data = dir.path().join("data");
+    let verify = |data: &std::path::Path| {
+        let cfg = dir.path().join(format!("{}.toml", data.file_name().unwrap().to_string_lossy()));
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&dir.path().join("data").display().to_string(), &data.display().to_string());
+        std::fs::write(&cfg, text).unwrap();
+        run_cli(&["--config", cfg.to_str().unwrap(), "audit", "verify"])
+    };
+    let (code, out, err) = verify(&data);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Delete the last rows (the trigger dropped first, as an attacker with the file would).
+    let cut = dir.path().join("cut");
+    copy_dir(&data, &cut);
+    sqlite(
+        &cut.join("medic.db"),
+        "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq > (SELECT MAX(seq) - 2 FROM audit);",
+    );
+    let (code, out, _) = verify(&cut);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("rows were deleted from the end"), "{out}");
+
+    // Delete every row.
+    let empty = dir.path().join("empty");
+    copy_dir(&data, &empty);
+    sqlite(&empty.join("medic.db"), "DROP TRIGGER audit_no_delete; DELETE FROM audit;");
+    let (code, out, _) = verify(&empty);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("deleted from the end"), "{out}");
+
+    // A duplicated key: the last one wins in the parser, so the hash still matches; the text does not.
+    let dup = dir.path().join("dup");
+    copy_dir(&data, &dup);
+    sqlite(
+        &dup.join("medic.db"),
+        "DROP TRIGGER audit_no_update; UPDATE audit SET details = '{\"message\":\"forged\",' || substr(details, 2) WHERE seq = 1;",
+    );
+    let dup_text = {
+        let conn = rusqlite::Connection::open(dup.join("medic.db")).unwrap();
+        conn.query_row("SELECT details FROM audit WHERE seq = 1", [], |r| r.get::<_, String>(0)).unwrap()
+    };
+    assert!(
+        dup_text.starts_with("{\"message\":\"forged\",") && dup_text.matches("\"message\"").count() == 2,
+        "{dup_text}"
+    );
+    let (code, out, _) = verify(&dup);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("seq 1") && out.contains("canonical"), "{out}");
+
+    // Edit a row and recompute the whole chain, as someone without the audit key can.
+    let rechained = dir.path().join("rechained");
+    copy_dir(&data, &rechained);
+    {
+        let conn = rusqlite::Connection::open(rechained.join("medic.db")).unwrap();
+        conn.execute_batch("DROP TRIGGER audit_no_update;").unwrap();
+        let rows: Vec<(i64, String, Option<String>, String, String, String)> = conn
+            .prepare("SELECT seq, time, incident_id, actor, kind, details FROM audit ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut prev = medic::audit::GENESIS_HASH.to_string();
+        for (i, (seq, time, incident, actor, kind, details)) in rows.into_iter().enumerate() {
+            let mut value: serde_json::Value = serde_json::from_str(&details).unwrap();
+            if i == 0 {
+                value["message"] = serde_json::json!("nothing happened here");
+            }
+            let hash = medic::audit::event_hash(seq, &time, incident.as_deref(), &actor, &kind, &value, &prev);
+            conn.execute(
+                "UPDATE audit SET details = ?2, prev_hash = ?3, hash = ?4 WHERE seq = ?1",
+                rusqlite::params![seq, medic::audit::canonical_json(&value), prev, hash],
+            )
+            .unwrap();
+            prev = hash;
+        }
+    }
+    let (code, out, _) = verify(&rechained);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("MAC does not match"), "{out}");
+
+    // medic started on the truncated database records the mismatch in the chain itself.
+    let cfg = dir.path().join("cut.toml");
+    let mut medic = MedicProcess::start(&cfg).await;
+    medic.child.kill().await.unwrap();
+    medic.wait().await;
+    let (code, out, _) = run_cli(&["--config", cfg.to_str().unwrap(), "audit", "verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("did not match its anchor"), "{out}");
+}
