@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real components the test suite runs against, from Debian's packages:
 # openssh-server (sshd on 127.0.0.1), nginx (a service to break and heal), sqlite3 (audit tamper test),
-# the linter for scripts/, and curl, python3 and Node.js for the real-model tests
+# the linter for scripts/, chromium and chromium-driver (the confirm page is tested in a real headless
+# browser over WebDriver), and curl, python3 and Node.js for the real-model tests
 # (scripts/test-model.sh fetches the model itself). Services are not started by the install: the tests
 # start their own.
 set -euo pipefail
@@ -18,6 +19,8 @@ command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 # node-llama-cpp needs Node.js 20+; Debian 12's nodejs is 18, so this only helps on newer releases.
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)

@@ -270,16 +270,18 @@ pub struct DecisionFormData {
     reason: String,
 }
 
-/// `Origin` and `Sec-Fetch-Site`, when the browser sends them, must say the form came from medic.
+/// `Sec-Fetch-Site` (sent by current browsers, not settable by a page) must say the form came from
+/// medic's own page; without it, an `Origin` must be medic's. `Origin: null` is what a browser sends for
+/// a form on a `no-referrer` page such as medic's, so it is no proof either way; the form's CSRF value,
+/// only on medic's page, still is.
 fn cross_site(headers: &HeaderMap, public_url: &url::Url) -> Option<String> {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && !matches!(site, "same-origin" | "none")
-    {
-        return Some(format!("the form was sent from another site (Sec-Fetch-Site: {site})"));
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return (!matches!(site, "same-origin" | "none"))
+            .then(|| format!("the form was sent from another site (Sec-Fetch-Site: {site})"));
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let ours = public_url.origin().ascii_serialization();
-        if origin != ours {
+        if origin != ours && origin != "null" {
             return Some(format!("the form was sent from another origin ({origin}, expected {ours})"));
         }
     }

@@ -281,3 +281,37 @@ async fn audit_verify_detects_truncation_a_full_rechain_and_a_duplicated_key() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("did not match its anchor"), "{out}");
 }
+
+#[tokio::test]
+async fn the_debug_log_prints_no_token_no_approval_credential_and_no_link_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let log = dir.path().join("medic.log");
+    let mut medic = MedicProcess::start_logging(&config, "debug", Some(&log)).await;
+    let base = format!("http://{}", medic.addr);
+    let client = reqwest::Client::new();
+    let body = std::fs::read_to_string(kuma("down_json.json")).unwrap();
+    let r = client
+        .post(format!("{base}/hooks/uptime-kuma?token={TOKEN}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let approval = "Zq8mXv3Lr0TkAPPROVALTOKENp2Yw9NcB4sJd7Hf1Ge6";
+    let r = client.get(format!("{base}/approvals/{approval}")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let sig = "5f3c9a0b1d2e4f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8";
+    let id = uuid::Uuid::now_v7();
+    let r = client.get(format!("{base}/incidents/{id}?exp=99999999999&sig={sig}")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    medic.child.kill().await.unwrap();
+    medic.wait().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("/approvals/…"), "the request log ran at debug level:\n{text}");
+    for secret in [TOKEN, approval, sig] {
+        assert!(!text.contains(secret), "the log holds {secret:?}:\n{text}");
+    }
+}

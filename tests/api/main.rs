@@ -4,6 +4,7 @@ mod alertmanager;
 mod approval;
 mod approval_attacks;
 mod audit;
+mod browser;
 mod crash;
 mod diagnose;
 mod e2e;

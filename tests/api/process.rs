@@ -31,13 +31,22 @@ pub struct MedicProcess {
 impl MedicProcess {
     /// Starts `medic serve` and waits for its "listening" line.
     pub async fn start(config: &Path) -> Self {
+        Self::start_logging(config, "warn", None).await
+    }
+
+    /// Starts `medic serve` with `RUST_LOG` set, its log (stderr) going to `log` when given.
+    pub async fn start_logging(config: &Path, rust_log: &str, log: Option<&Path>) -> Self {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(medic_bin())
             .arg("--config")
             .arg(config)
             .arg("serve")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("medic starts");
