@@ -415,3 +415,19 @@ async fn a_closed_incident_page_shows_the_outcome_and_no_buttons() {
     let _ = post;
     world.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_escalation_email_never_shows_a_refused_command_as_if_it_ran() {
+    let world = World::start(Options { l2: false, ..Options::default() }).await;
+    world.nginx.start();
+    world.nginx.stop();
+    world.l1_says("logs filled the disk", 0.95, Some("rm -rf /var/log/nginx"));
+    let id = world.down().await;
+    world.wait_state(&id, "escalated", 40).await;
+    let mail = world.smtp().wait_for("Needs a human", 15).await;
+    assert!(!mail.text.contains("rm -rf") && !mail.html.contains("rm -rf"), "{}", mail.text);
+    assert!(mail.text.contains("proposed by level 1, refused by the gate, not run"), "{}", mail.text);
+    assert!(!mail.text.contains("What medic already tried"), "nothing ran: {}", mail.text);
+    assert_eq!(count(&world, "SELECT COUNT(*) FROM actions WHERE incident_id = ?1", &id).await, 0);
+    world.app.stop().await;
+}
