@@ -7,20 +7,12 @@ use serde_json::{Value, json};
 use crate::smtp::{Mail, TestSmtp, approval_link, reject_link};
 use crate::world::{Options, World, form_fields};
 
-/// A world whose incident waits for approval of the nginx start command; returns its id and email.
 async fn awaiting(world: &World) -> (String, Mail) {
-    world.nginx.start();
-    world.nginx.stop();
-    world.l2_says("nginx stopped", Some(&world.start_command()));
-    let id = world.down().await;
-    world.wait_state(&id, "awaiting_approval", 40).await;
-    let mail = world.smtp().wait_for("Approval needed", 15).await;
-    (id, mail)
+    world.awaiting_approval("nginx stopped").await
 }
 
 async fn post(world: &World, link: &str, form: &[(&str, &str)]) -> (u16, String) {
-    let r = world.app.client.post(link).form(form).send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    world.post_form(link, form).await
 }
 
 async fn actions_for(world: &World, id: &str) -> i64 {
@@ -256,16 +248,7 @@ async fn expired_links_change_nothing_and_the_incident_asks_again_then_stops_ask
     assert_eq!(actions_for(&world, &id).await, 0, "nothing ran");
 
     // The incident is not stranded: new links go out, and the old ones stay dead.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let second = loop {
-        let approvals: Vec<Mail> =
-            world.smtp().mails().into_iter().filter(|m| m.subject.contains("Approval needed")).collect();
-        if approvals.len() >= 2 {
-            break approvals[1].clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "no second approval email");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let second = world.smtp().wait_for_nth("Approval needed", 2, 20).await;
     assert_ne!(approval_link(&second), link);
     assert!(second.text.contains("approval links expired without a decision"), "{}", second.text);
     assert_ne!(world.app.client.get(&link).send().await.unwrap().status(), 200);

@@ -8,20 +8,8 @@ use serde_json::Value;
 use crate::smtp::{Mail, approval_link, reject_link};
 use crate::world::{Options, World, form_fields};
 
-/// An incident of the world waiting for approval of the nginx start command, and its email.
 async fn awaiting(world: &World) -> (String, Mail) {
-    world.nginx.start();
-    world.nginx.stop();
-    world.l2_says("nginx stopped", Some(&world.start_command()));
-    let id = world.down().await;
-    world.wait_state(&id, "awaiting_approval", 40).await;
-    let mail = world.smtp().wait_for("Approval needed", 15).await;
-    (id, mail)
-}
-
-async fn post(world: &World, link: &str, form: &[(&str, &str)]) -> (u16, String) {
-    let r = world.app.client.post(link).form(form).send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    world.awaiting_approval("nginx stopped").await
 }
 
 /// A link from an email, pointed at the app as it runs now (a restart binds a new port).
@@ -39,11 +27,6 @@ async fn form_for(world: &World, link: &str, decision: &str) -> Vec<(String, Str
         ("incident_id".into(), f["incident_id"].clone()),
         ("command_hash".into(), f["command_hash"].clone()),
     ]
-}
-
-async fn post_form(world: &World, link: &str, form: &[(String, String)]) -> (u16, String) {
-    let r = world.app.client.post(link).form(form).send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
 }
 
 async fn count(world: &World, sql: &'static str, id: &str) -> i64 {
@@ -161,26 +144,17 @@ async fn an_approval_is_bound_to_its_host_and_a_re_pointed_monitor_asks_again() 
     settings.inventory.monitors[0].host = "web2".into();
     let world = World { options_settings: settings, ..world }.restart().await;
     let link = rebase(&link, &world.app.base);
-    let (status, body) = post_form(&world, &link, &form).await;
+    let (status, body) = world.post_form(&link, &form).await;
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("web2") && body.contains("asking again"), "{body}");
     assert_eq!(count(&world, "SELECT COUNT(*) FROM actions WHERE incident_id = ?1", &id).await, 0, "nothing ran");
     // A new request names the new host.
     world.wait_state(&id, "awaiting_approval", 30).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let second = loop {
-        let mails: Vec<Mail> =
-            world.smtp().mails().into_iter().filter(|m| m.subject.contains("Approval needed")).collect();
-        if mails.len() >= 2 {
-            break mails[1].clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "no new approval request");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let second = world.smtp().wait_for_nth("Approval needed", 2, 20).await;
     assert!(second.text.contains("on host web2"), "{}", second.text);
     let new_link = approval_link(&second);
     let form = form_for(&world, &new_link, "approve").await;
-    let (status, body) = post_form(&world, &new_link, &form).await;
+    let (status, body) = world.post_form(&new_link, &form).await;
     assert_eq!(status, 200, "{body}");
     world.wait_state(&id, "resolved", 30).await;
     world.app.stop().await;
@@ -207,7 +181,7 @@ async fn a_restored_backup_cannot_revive_a_used_link() {
     let app = crate::helpers::TestApp::spawn_in(data, settings.clone()).await;
     let world = World { sshd, nginx, llm, smtp, app, rules, options_settings: settings.clone() };
     let link = rebase(&link, &world.app.base);
-    let (status, body) = post_form(&world, &link, &form).await;
+    let (status, body) = world.post_form(&link, &form).await;
     assert_eq!(status, 200, "{body}");
     world.wait_state(&id, "resolved", 30).await;
     world.nginx.stop();
@@ -226,7 +200,7 @@ async fn a_restored_backup_cannot_revive_a_used_link() {
     let world = World { sshd, nginx, llm, smtp, app, rules, options_settings: settings };
     assert_eq!(world.incident(&id).await["state"], "awaiting_approval", "the restored database predates the decision");
     let link = rebase(&link, &world.app.base);
-    let (status, body) = post_form(&world, &link, &form).await;
+    let (status, body) = world.post_form(&link, &form).await;
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("decision journal"), "{body}");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -412,7 +386,6 @@ async fn a_closed_incident_page_shows_the_outcome_and_no_buttons() {
     let page = r.text().await.unwrap();
     assert!(!page.contains("<button") && !page.contains("<form"), "{page}");
     assert!(page.contains("recovered_by_monitor") && page.contains("up again"), "{page}");
-    let _ = post;
     world.app.stop().await;
 }
 

@@ -134,12 +134,7 @@ async fn attacker_page(link: &str, fields: &std::collections::HashMap<String, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn in_chromium_each_link_does_one_thing_a_cross_site_post_is_refused_and_approve_runs_the_fix() {
     let world = World::start(Options { l1: false, ..Options::default() }).await;
-    world.nginx.start();
-    world.nginx.stop();
-    world.l2_says("nginx stopped after a config reload", Some(&world.start_command()));
-    let id = world.down().await;
-    world.wait_state(&id, "awaiting_approval", 40).await;
-    let mail = world.smtp().wait_for("Approval needed", 15).await;
+    let (id, mail) = world.awaiting_approval("nginx stopped after a config reload").await;
     let (approve, reject) = (approval_link(&mail), reject_link(&mail));
     let browser = Browser::start().await;
 

@@ -71,9 +71,14 @@ impl TestSmtp {
 
     /// Waits until a mail whose subject contains `needle` arrives.
     pub async fn wait_for(&self, needle: &str, secs: u64) -> Mail {
+        self.wait_for_nth(needle, 1, secs).await
+    }
+
+    /// Waits until the `n`th mail (from 1) whose subject contains `needle` arrives.
+    pub async fn wait_for_nth(&self, needle: &str, n: usize, secs: u64) -> Mail {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
-            if let Some(m) = self.mails().into_iter().find(|m| m.subject.contains(needle)) {
+            if let Some(m) = self.mails().into_iter().filter(|m| m.subject.contains(needle)).nth(n - 1) {
                 return m;
             }
             if tokio::time::Instant::now() > deadline {

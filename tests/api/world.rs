@@ -268,6 +268,27 @@ impl World {
         form_fields(&page.text().await.unwrap())
     }
 
+    /// An incident waiting for approval of the nginx start command (level 2 recommends it), and its email.
+    pub async fn awaiting_approval(&self, root_cause: &str) -> (String, crate::smtp::Mail) {
+        self.nginx.start();
+        self.nginx.stop();
+        self.l2_says(root_cause, Some(&self.start_command()));
+        let id = self.down().await;
+        self.wait_state(&id, "awaiting_approval", 40).await;
+        let mail = self.smtp().wait_for("Approval needed", 15).await;
+        (id, mail)
+    }
+
+    /// POSTs a form to a link; returns the status and the page.
+    pub async fn post_form<K: serde::Serialize, V: serde::Serialize>(
+        &self,
+        link: &str,
+        form: &[(K, V)],
+    ) -> (u16, String) {
+        let r = self.app.client.post(link).form(form).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
     /// The status a GET of a confirm link answers.
     pub async fn confirm_fields_status(&self, link: &str) -> u16 {
         self.app.client.get(link).send().await.unwrap().status().as_u16()
