@@ -14,6 +14,40 @@ pub const MAX_MESSAGE_CHARS: usize = 4096;
 pub const MAX_FIELD_CHARS: usize = 512;
 
 /// Cuts `text` to at most `max` characters on a char boundary, marking the cut.
+/// Longest monitor id accepted. Ids are the key incidents are joined by: never truncated (two monitors
+/// would merge), refused when longer.
+pub const MAX_ID_CHARS: usize = 200;
+
+/// A monitor id as sent, or why it cannot be one (too long, control characters).
+pub fn checked_id(field: &str, id: &str) -> Result<String, String> {
+    let n = id.chars().count();
+    if n > MAX_ID_CHARS {
+        return Err(format!("{field}: {n} characters; monitor ids are at most {MAX_ID_CHARS}"));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(format!("{field}: contains control characters"));
+    }
+    Ok(id.to_string())
+}
+
+/// How far after receipt a reported time may lie (clock skew between monitor and medic).
+const MAX_FUTURE: chrono::Duration = chrono::Duration::days(1);
+
+/// A time a source reported, or why it is refused: before 1970, or more than a day after receipt.
+/// Everything stored must read back (the store writes RFC 3339, which has four-digit years only).
+pub fn checked_time(field: &str, time: DateTime<Utc>, received_at: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let earliest = DateTime::<Utc>::UNIX_EPOCH;
+    let latest = received_at + MAX_FUTURE;
+    if time < earliest || time > latest {
+        return Err(format!(
+            "{field}: {} is outside the accepted range (1970-01-01 to a day after receipt, {})",
+            time.to_rfc3339(),
+            latest.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
+    }
+    Ok(time)
+}
+
 pub fn bounded(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_string();
@@ -173,6 +207,28 @@ mod tests {
         for (text, kind, why) in cases {
             assert_eq!(NoticeKind::classify(text), kind, "{why}");
         }
+    }
+
+    #[test]
+    fn ids_and_times_are_refused_rather_than_cut_or_stored_unreadable() {
+        let now = Utc::now();
+        let cases: &[(&str, bool, &str)] = &[
+            ("1970-01-01T00:00:00Z", true, "the epoch"),
+            ("2026-11-30T10:00:00Z", true, "an ordinary time"),
+            ("1969-12-31T23:59:59Z", false, "before the epoch"),
+            ("-0001-01-01T00:00:00Z", false, "year -1 (RFC 3339 cannot write it)"),
+            ("9999-12-31T23:59:59-23:59", false, "past year 9999 once in UTC"),
+            ("+12345-01-01T00:00:00Z", false, "a five-digit year"),
+        ];
+        for (text, ok, why) in cases {
+            let parsed: Option<DateTime<Utc>> = text.parse().ok();
+            let result = parsed.map(|t| checked_time("t", t, now));
+            assert_eq!(result.as_ref().is_some_and(|r| r.is_ok()), *ok, "{why}: {result:?}");
+        }
+        assert!(checked_time("t", now + chrono::Duration::hours(25), now).is_err(), "too far ahead");
+        assert!(checked_id("monitor.id", &"x".repeat(MAX_ID_CHARS), ).is_ok());
+        assert!(checked_id("monitor.id", &"x".repeat(MAX_ID_CHARS + 1)).unwrap_err().contains("at most"));
+        assert!(checked_id("monitor.id", "a\nb").is_err());
     }
 
     #[test]

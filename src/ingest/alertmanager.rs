@@ -25,7 +25,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::IngestError;
-use crate::domain::alert::{MAX_FIELD_CHARS, MAX_MESSAGE_CHARS, bounded};
+use crate::domain::alert::{MAX_FIELD_CHARS, MAX_MESSAGE_CHARS, bounded, checked_time};
 use crate::domain::{Alert, MonitorInfo, MonitorKey, MonitorStatus, Severity, Source, StatusAlert, Tag};
 
 /// Alerts accepted in one notification (Alertmanager's `max_alerts` is 0 = unlimited by default).
@@ -105,13 +105,16 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Group, IngestErr
 }
 
 /// Alertmanager writes `0001-01-01T00:00:00Z` for "not set".
-fn time(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, String> {
+fn time(field: &str, raw: Option<&str>, received_at: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, String> {
     match raw.map(str::trim) {
         None | Some("") => Ok(None),
         Some(t) if t.starts_with("0001-01-01") => Ok(None),
-        Some(t) => DateTime::parse_from_rfc3339(t)
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|e| format!("{field}: {t:?} is not an RFC 3339 time: {e}")),
+        Some(t) => {
+            let time = DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| format!("{field}: {t:?} is not an RFC 3339 time: {e}"))?;
+            checked_time(field, time, received_at).map(Some)
+        }
     }
 }
 
@@ -183,8 +186,12 @@ fn convert(alert: AmAlert, received_at: DateTime<Utc>) -> Result<Alert, String> 
             return Err(format!("labels: {name:?} is not a Prometheus label name"));
         }
     }
-    let starts_at = time("startsAt", alert.starts_at.as_deref())?;
-    let ends_at = time("endsAt", alert.ends_at.as_deref())?;
+    let starts_at = time("startsAt", alert.starts_at.as_deref(), received_at)?;
+    // A firing alert's endsAt is Alertmanager's own resend horizon, not an observation: not checked.
+    let ends_at = match status {
+        MonitorStatus::Up => time("endsAt", alert.ends_at.as_deref(), received_at)?,
+        _ => None,
+    };
     let id = monitor_id(&alert)?;
     let label = |name: &str| alert.labels.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::IngestError;
-use crate::domain::alert::{MAX_FIELD_CHARS, MAX_MESSAGE_CHARS, bounded};
+use crate::domain::alert::{MAX_FIELD_CHARS, MAX_MESSAGE_CHARS, bounded, checked_id, checked_time};
 use crate::domain::{Alert, MonitorInfo, MonitorKey, MonitorStatus, Severity, Source, StatusAlert};
 
 #[derive(Debug, Deserialize)]
@@ -60,9 +60,12 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Alert, IngestErr
         None => Severity::Warning,
     };
     let observed_at = match api.timestamp.as_deref() {
-        Some(t) => DateTime::parse_from_rfc3339(t)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| IngestError::BadRequest(format!("timestamp {t:?} is not RFC 3339: {e}")))?,
+        Some(t) => {
+            let time = DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| IngestError::BadRequest(format!("timestamp {t:?} is not RFC 3339: {e}")))?;
+            checked_time("timestamp", time, received_at).map_err(IngestError::BadRequest)?
+        }
         None => received_at,
     };
     if let Some(url) = &api.monitor_url {
@@ -70,10 +73,11 @@ pub fn parse(body: &[u8], received_at: DateTime<Utc>) -> Result<Alert, IngestErr
     }
     let host = api.host.as_deref().map(str::trim).filter(|h| !h.is_empty()).map(|h| bounded(h, MAX_FIELD_CHARS));
     let monitor_id = match (&api.monitor_id, &host) {
-        (Some(id), _) if !id.trim().is_empty() => bounded(id.trim(), 64),
-        (_, Some(host)) => bounded(&format!("{service}@{host}"), 64),
-        _ => bounded(service, 64),
-    };
+        (Some(id), _) if !id.trim().is_empty() => checked_id("monitor_id", id.trim()),
+        (_, Some(host)) => checked_id("service_name@host", &format!("{service}@{host}")),
+        _ => checked_id("service_name", service),
+    }
+    .map_err(IngestError::BadRequest)?;
     let monitor = MonitorInfo {
         name: bounded(api.monitor_name.as_deref().unwrap_or(service), MAX_FIELD_CHARS),
         url: api.monitor_url.map(|u| bounded(&u, MAX_FIELD_CHARS)),

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::IngestError;
-use crate::domain::alert::{MAX_FIELD_CHARS, MAX_MESSAGE_CHARS, bounded};
+use crate::domain::alert::{MAX_FIELD_CHARS, MAX_MESSAGE_CHARS, bounded, checked_id, checked_time};
 use crate::domain::{
     Alert, MonitorInfo, MonitorKey, MonitorStatus, Notice, NoticeKind, Severity, Source, StatusAlert, Tag,
 };
@@ -241,18 +241,25 @@ fn from_standard(payload: KumaPayload, received_at: DateTime<Utc>) -> Result<Ale
     };
     let observed_at = match heartbeat.time.as_deref() {
         Some(t) => {
-            parse_kuma_time(t).ok_or_else(|| IngestError::BadRequest(format!("heartbeat.time {t:?} is not a time")))?
+            let time = parse_kuma_time(t)
+                .ok_or_else(|| IngestError::BadRequest(format!("heartbeat.time {t:?} is not a time")))?;
+            checked_time("heartbeat.time", time, received_at).map_err(IngestError::BadRequest)?
         }
         None => received_at,
     };
-    let last_down_at = heartbeat.last_down_time.as_deref().and_then(parse_kuma_time);
+    // Informational only: an unreadable or implausible value is dropped, not refused.
+    let last_down_at = heartbeat
+        .last_down_time
+        .as_deref()
+        .and_then(parse_kuma_time)
+        .filter(|t| checked_time("lastDownTime", *t, received_at).is_ok());
     let message = match heartbeat.msg.as_deref() {
         Some(m) if !m.is_empty() => bounded(m, MAX_MESSAGE_CHARS),
         _ => msg,
     };
     let severity = severity_for(&monitor, status);
     Ok(Alert::Status(Box::new(StatusAlert {
-        key: MonitorKey::new(Source::UptimeKuma, bounded(&monitor_id, 64)),
+        key: MonitorKey::new(Source::UptimeKuma, checked_id("monitor.id", &monitor_id).map_err(IngestError::BadRequest)?),
         monitor,
         status,
         message,
@@ -287,12 +294,16 @@ fn from_custom(payload: CustomPayload, received_at: DateTime<Utc>) -> Result<Ale
         ..MonitorInfo::default()
     };
     let observed_at = match payload.hb_time.as_deref() {
-        Some(t) => parse_kuma_time(t).ok_or_else(|| IngestError::BadRequest(format!("hb_time {t:?} is not a time")))?,
+        Some(t) => {
+            let time =
+                parse_kuma_time(t).ok_or_else(|| IngestError::BadRequest(format!("hb_time {t:?} is not a time")))?;
+            checked_time("hb_time", time, received_at).map_err(IngestError::BadRequest)?
+        }
         None => received_at,
     };
     let severity = severity_for(&monitor, status);
     Ok(Alert::Status(Box::new(StatusAlert {
-        key: MonitorKey::new(Source::UptimeKuma, bounded(&monitor_id, 64)),
+        key: MonitorKey::new(Source::UptimeKuma, checked_id("monitor_id", &monitor_id).map_err(IngestError::BadRequest)?),
         monitor,
         status,
         message: msg,

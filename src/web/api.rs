@@ -86,8 +86,10 @@ impl IncidentView {
 pub async fn create_incident(
     State(state): State<Arc<AppState>>,
     _auth: Authorized,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
+    super::error::require_json(&headers)?;
     let body = body.map_err(|r| AppError::from_body(r, state.max_body_bytes))?;
     let alert = ingest::api::parse(&body, Utc::now())?;
     let text = String::from_utf8_lossy(&body).into_owned();

@@ -58,6 +58,19 @@ impl AppError {
     }
 }
 
+/// JSON endpoints take `Content-Type: application/json` (or a `+json` type) and nothing else.
+pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), AppError> {
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+        Ok(())
+    } else if essence.is_empty() {
+        Err(AppError::UnsupportedMediaType("send the body with Content-Type: application/json".into()))
+    } else {
+        Err(AppError::UnsupportedMediaType(format!("Content-Type {essence:?} is not accepted; send application/json")))
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();

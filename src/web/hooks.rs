@@ -37,8 +37,10 @@ pub async fn uptime_kuma(
 pub async fn alertmanager(
     State(state): State<Arc<AppState>>,
     _auth: Authorized,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
+    super::error::require_json(&headers)?;
     let body = body.map_err(|r| AppError::from_body(r, state.max_body_bytes))?;
     let group = alertmanager::parse(&body, Utc::now())?;
     if group.truncated > 0 {

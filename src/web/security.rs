@@ -32,7 +32,7 @@ pub async fn headers(request: Request<Body>, next: Next) -> Response {
         let error = format!("request headers are larger than {MAX_HEADER_BYTES} bytes or {MAX_HEADERS} fields");
         (status, axum::Json(json!({"error": error, "status": status.as_u16()}))).into_response()
     } else {
-        next.run(request).await
+        json_errors(next.run(request).await).await
     };
     let h = response.headers_mut();
     for (name, value) in [
@@ -47,6 +47,39 @@ pub async fn headers(request: Request<Body>, next: Next) -> Response {
         }
     }
     response
+}
+
+/// A client error the framework answered without a body, or in plain text (unknown route, wrong method,
+/// a rejected extractor), becomes JSON `{"error", "status"}` like medic's own. HTML pages stay pages.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !status.is_client_error() {
+        return response;
+    }
+    let content_type =
+        response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    if !(content_type.is_empty() || content_type.starts_with("text/plain")) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let error = if text.is_empty() {
+        match status {
+            StatusCode::NOT_FOUND => "no such endpoint".to_string(),
+            StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this endpoint".to_string(),
+            other => other.canonical_reason().unwrap_or("client error").to_lowercase(),
+        }
+    } else {
+        text
+    };
+    let mut json = (status, axum::Json(json!({"error": error, "status": status.as_u16()}))).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            json.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    json
 }
 
 /// The path as the log may show it: tokens in `/approvals/…` hidden, no query string.

@@ -363,3 +363,148 @@ async fn a_restart_keeps_incidents_and_joins_new_downs_to_them() {
     assert_eq!(r.json()["incident_id"], id.as_str());
     app.stop().await;
 }
+
+/// POSTs JSON with the token; returns the status and the body as JSON.
+async fn post_json(app: &TestApp, path: &str, content_type: &str, body: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(TOKEN)
+        .header("content-type", content_type)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn times_no_store_can_read_back_are_refused_and_the_store_stays_readable() {
+    let app = TestApp::spawn().await;
+    let kuma_with = |time: &str| {
+        json!({"heartbeat": {"status": 0, "time": time, "msg": "down"}, "monitor": {"id": "x", "name": "x"}}).to_string()
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("/hooks/uptime-kuma", kuma_with("-0001-01-01 00:00:00"), "heartbeat.time"),
+        ("/hooks/uptime-kuma", kuma_with("9999-12-31T23:59:59-23:59"), "heartbeat.time"),
+        ("/hooks/uptime-kuma", kuma_with("+12345-01-01 00:00:00"), "heartbeat.time"),
+        ("/hooks/uptime-kuma", json!({"hb_status": 0, "hb_time": "-0001-01-01 00:00:00", "monitor_id": 7, "msg": "x"}).to_string(), "hb_time"),
+        ("/api/v1/incidents", json!({"service_name": "db", "timestamp": "9999-12-31T23:59:59-23:59"}).to_string(), "timestamp"),
+        (
+            "/hooks/alertmanager",
+            json!({"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": "A"},
+                "startsAt": "+12345-01-01T00:00:00Z"}]}).to_string(),
+            "startsAt",
+        ),
+    ];
+    for (path, body, field) in &cases {
+        let (status, answer) = post_json(&app, path, "application/json", body).await;
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(field), "{answer}");
+    }
+    // Nothing poisoned: the list and an UP for the same monitor still work.
+    assert!(app.incidents("").await.is_empty());
+    let (status, _) = post_json(&app, "/hooks/uptime-kuma", "application/json", &kuma_with("2026-11-22 03:35:13")).await;
+    assert_eq!(status, 202);
+    assert_eq!(app.incidents("").await.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn long_monitor_ids_are_kept_whole_or_refused_never_cut_into_one() {
+    let app = TestApp::spawn().await;
+    let down = |id: &str| json!({"heartbeat": {"status": 0, "msg": "down"}, "monitor": {"id": id, "name": "m"}}).to_string();
+    let up = |id: &str| json!({"heartbeat": {"status": 1, "msg": "up"}, "monitor": {"id": id, "name": "m"}}).to_string();
+    let a = format!("{}a", "m".repeat(70));
+    let b = format!("{}b", "m".repeat(70));
+    let (s, first) = post_json(&app, "/hooks/uptime-kuma", "application/json", &down(&a)).await;
+    assert_eq!(s, 202);
+    let (s, second) = post_json(&app, "/hooks/uptime-kuma", "application/json", &down(&b)).await;
+    assert_eq!(s, 202);
+    assert_ne!(first["incident_id"], second["incident_id"], "two monitors, two incidents");
+    let (s, _) = post_json(&app, "/hooks/uptime-kuma", "application/json", &up(&a)).await;
+    assert_eq!(s, 202);
+    let still = app.incident(second["incident_id"].as_str().unwrap()).await;
+    assert_ne!(still["state"], "recovered_by_monitor", "an UP of one monitor does not close the other");
+    assert_eq!(still["monitor_id"], b);
+    let (s, answer) = post_json(&app, "/hooks/uptime-kuma", "application/json", &down(&"z".repeat(201))).await;
+    assert_eq!(s, 400);
+    assert!(answer["error"].as_str().unwrap().contains("monitor.id"), "{answer}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn json_endpoints_refuse_other_content_types_and_every_4xx_is_json() {
+    let app = TestApp::spawn().await;
+    let am = json!({"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": "A"}}]}).to_string();
+    let api = json!({"service_name": "db"}).to_string();
+    for (path, body) in [("/hooks/alertmanager", &am), ("/api/v1/incidents", &api)] {
+        for content_type in ["text/plain", "application/xml", "application/x-www-form-urlencoded"] {
+            let (status, answer) = post_json(&app, path, content_type, body).await;
+            assert_eq!(status, 415, "{path} {content_type}");
+            assert!(answer["error"].as_str().unwrap().contains("application/json"), "{answer}");
+        }
+        let (status, _) = post_json(&app, path, "application/json; charset=utf-8", body).await;
+        assert_eq!(status, 202, "{path}");
+    }
+    for (method, path, status) in
+        [("GET", "/no/such/thing", 404), ("GET", "/hooks/uptime-kuma", 405), ("DELETE", "/api/v1/incidents", 405)]
+    {
+        let r = app.client.request(method.parse().unwrap(), app.url(path)).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"].is_string(), "{method} {path}: {body}");
+    }
+    let r = app.client.get(app.url("/healthz")).header("x-big", "y".repeat(40 * 1024)).send().await.unwrap();
+    assert_eq!(r.status(), 431);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn generated_webhooks_that_get_a_2xx_always_read_back() {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let app = TestApp::spawn().await;
+    let time = prop_oneof![
+        Just(None),
+        (-5000i32..=99_999, 1u32..=12, 1u32..=28, 0u32..=23).prop_map(|(y, mo, d, h)| Some(format!("{y:04}-{mo:02}-{d:02} {h:02}:00:00"))),
+        (1900i32..=2200, 0i32..=23, prop::bool::ANY)
+            .prop_map(|(y, off, neg)| Some(format!("{y:04}-06-15T12:00:00{}{off:02}:59", if neg { '-' } else { '+' }))),
+        "[ -~]{0,30}".prop_map(Some),
+    ];
+    let id = prop_oneof!["[a-z0-9]{1,10}", "[a-z]{190,210}", "[ -~]{1,40}"];
+    let status = prop_oneof![Just(0), Just(1), Just(2), Just(3)];
+    let strategy = (time, id, status, "[ -~]{0,100}");
+    let mut runner = TestRunner::deterministic();
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..150 {
+        let (time, id, status, msg) = strategy.new_tree(&mut runner).unwrap().current();
+        let mut heartbeat = json!({"status": status, "msg": msg});
+        if let Some(t) = &time {
+            heartbeat["time"] = json!(t);
+        }
+        let body = json!({"heartbeat": heartbeat, "monitor": {"id": id, "name": "generated"}}).to_string();
+        let (code, answer) = post_json(&app, "/hooks/uptime-kuma", "application/json", &body).await;
+        match code {
+            202 => {
+                accepted += 1;
+                if let Some(incident) = answer["incident_id"].as_str() {
+                    let r = app.client.get(app.url(&format!("/api/v1/incidents/{incident}"))).bearer_auth(TOKEN).send().await.unwrap();
+                    assert_eq!(r.status(), 200, "{body} was accepted but does not read back");
+                }
+            }
+            400 => {
+                refused += 1;
+                assert!(answer["error"].is_string(), "{body}: {answer}");
+            }
+            other => panic!("{body}: {other} {answer}"),
+        }
+        let r = app.client.get(app.url("/api/v1/incidents?limit=500")).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(r.status(), 200, "the list broke after {body}");
+    }
+    assert!(accepted > 20 && refused > 20, "both kinds were generated: {accepted} accepted, {refused} refused");
+    app.stop().await;
+}
