@@ -129,9 +129,20 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Largest accepted request body; larger bodies get 413.
     pub max_body_bytes: usize,
-    /// How long graceful shutdown waits for in-flight requests and pipelines.
+    /// How long graceful shutdown waits for in-flight requests and pipelines; past it, connections are
+    /// closed whatever clients do.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// A client must send a request's headers within this time; also how long an idle keep-alive
+    /// connection stays open.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A whole request, body included, must arrive and be answered within this time (else 408).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Open connections at most; past it new ones get 503 and are closed. 0: from the process's file
+    /// limit (that minus 128, at most 4096).
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -140,6 +151,9 @@ impl Default for ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(20),
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 0,
         }
     }
 }
@@ -288,6 +302,12 @@ impl Settings {
 
     /// Checks everything serde could not: cross-field rules, regexes, templates.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.header_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::invalid("server.header_timeout", "must be at least 100ms"));
+        }
+        if self.server.request_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::invalid("server.request_timeout", "must be at least 100ms"));
+        }
         if self.server.max_body_bytes == 0 {
             return Err(ConfigError::invalid("server.max_body_bytes", "must be above 0"));
         }

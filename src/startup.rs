@@ -44,6 +44,7 @@ pub struct Application {
     background: Vec<JoinHandle<()>>,
     shutdown: CancellationToken,
     grace: Duration,
+    limits: web::serve::Limits,
 }
 
 /// Start-up choices that are not configuration (command-line flags).
@@ -181,8 +182,23 @@ impl Application {
             inventory,
             throttle: Default::default(),
             max_body_bytes: settings.server.max_body_bytes,
+            request_timeout: settings.server.request_timeout,
         });
-        Ok(Self { listener, state, store, runner_handle, background, shutdown, grace: settings.server.shutdown_grace })
+        let limits = web::serve::Limits {
+            header_timeout: settings.server.header_timeout,
+            max_connections: web::serve::connection_cap(settings.server.max_connections),
+            shutdown_grace: settings.server.shutdown_grace,
+        };
+        Ok(Self {
+            listener,
+            state,
+            store,
+            runner_handle,
+            background,
+            shutdown,
+            grace: settings.server.shutdown_grace,
+            limits,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -200,20 +216,27 @@ impl Application {
         info!(%addr, "medic listening on http://{addr}");
         let router = web::router(self.state.clone());
         let shutdown = self.shutdown.clone();
-        axum::serve(self.listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                signal.await;
-                info!("Shutdown requested: no new requests; finishing in-flight work.");
-                shutdown.cancel();
-            })
-            .await
-            .context("server error")?;
+        // Everything after the signal shares one deadline: `server.shutdown_grace` in all.
+        let fired = Arc::new(std::sync::Mutex::new(None::<tokio::time::Instant>));
+        let fired_at = fired.clone();
+        info!(max_connections = self.limits.max_connections, "Connection limits set.");
+        web::serve::serve(self.listener, router, self.limits, async move {
+            signal.await;
+            *fired_at.lock().expect("shutdown clock") = Some(tokio::time::Instant::now());
+            info!("Shutdown requested: no new requests; finishing in-flight work.");
+            shutdown.cancel();
+        })
+        .await;
         self.shutdown.cancel();
-        if tokio::time::timeout(self.grace, self.runner_handle).await.is_err() {
+        let started = fired.lock().expect("shutdown clock").unwrap_or_else(tokio::time::Instant::now);
+        let deadline = started + self.grace;
+        if tokio::time::timeout_at(deadline, self.runner_handle).await.is_err() {
             warn!(grace = ?self.grace, "Workers did not stop in time; their incidents resume at next start.");
         }
         for task in self.background {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+            let _ =
+                tokio::time::timeout_at(deadline.max(tokio::time::Instant::now() + Duration::from_millis(500)), task)
+                    .await;
         }
         self.store.close().await;
         info!("medic stopped.");

@@ -226,7 +226,7 @@ mod tests {
             assert_eq!(result.as_ref().is_some_and(|r| r.is_ok()), *ok, "{why}: {result:?}");
         }
         assert!(checked_time("t", now + chrono::Duration::hours(25), now).is_err(), "too far ahead");
-        assert!(checked_id("monitor.id", &"x".repeat(MAX_ID_CHARS), ).is_ok());
+        assert!(checked_id("monitor.id", &"x".repeat(MAX_ID_CHARS),).is_ok());
         assert!(checked_id("monitor.id", &"x".repeat(MAX_ID_CHARS + 1)).unwrap_err().contains("at most"));
         assert!(checked_id("monitor.id", "a\nb").is_err());
     }

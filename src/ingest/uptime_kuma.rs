@@ -259,7 +259,10 @@ fn from_standard(payload: KumaPayload, received_at: DateTime<Utc>) -> Result<Ale
     };
     let severity = severity_for(&monitor, status);
     Ok(Alert::Status(Box::new(StatusAlert {
-        key: MonitorKey::new(Source::UptimeKuma, checked_id("monitor.id", &monitor_id).map_err(IngestError::BadRequest)?),
+        key: MonitorKey::new(
+            Source::UptimeKuma,
+            checked_id("monitor.id", &monitor_id).map_err(IngestError::BadRequest)?,
+        ),
         monitor,
         status,
         message,
@@ -303,7 +306,10 @@ fn from_custom(payload: CustomPayload, received_at: DateTime<Utc>) -> Result<Ale
     };
     let severity = severity_for(&monitor, status);
     Ok(Alert::Status(Box::new(StatusAlert {
-        key: MonitorKey::new(Source::UptimeKuma, checked_id("monitor_id", &monitor_id).map_err(IngestError::BadRequest)?),
+        key: MonitorKey::new(
+            Source::UptimeKuma,
+            checked_id("monitor_id", &monitor_id).map_err(IngestError::BadRequest)?,
+        ),
         monitor,
         status,
         message: msg,

@@ -9,6 +9,7 @@ pub mod health;
 pub mod hooks;
 pub mod incident_page;
 pub mod security;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -37,10 +38,12 @@ pub struct AppState {
     pub inventory: crate::inventory::Inventory,
     pub throttle: crate::approval::throttle::Throttle,
     pub max_body_bytes: usize,
+    pub request_timeout: std::time::Duration,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
+    let request_timeout = state.request_timeout;
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -53,6 +56,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/dry-run", get(gate::dry_run_state).put(gate::set_dry_run))
         .route("/approvals/{token}", get(approval::confirm).post(approval::decide))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .with_state(state)
         .layer(axum::middleware::from_fn(security::headers))
         .layer(TraceLayer::new_for_http().make_span_with(security::span))

@@ -383,18 +383,28 @@ async fn post_json(app: &TestApp, path: &str, content_type: &str, body: &str) ->
 async fn times_no_store_can_read_back_are_refused_and_the_store_stays_readable() {
     let app = TestApp::spawn().await;
     let kuma_with = |time: &str| {
-        json!({"heartbeat": {"status": 0, "time": time, "msg": "down"}, "monitor": {"id": "x", "name": "x"}}).to_string()
+        json!({"heartbeat": {"status": 0, "time": time, "msg": "down"}, "monitor": {"id": "x", "name": "x"}})
+            .to_string()
     };
     let cases: Vec<(&str, String, &str)> = vec![
         ("/hooks/uptime-kuma", kuma_with("-0001-01-01 00:00:00"), "heartbeat.time"),
         ("/hooks/uptime-kuma", kuma_with("9999-12-31T23:59:59-23:59"), "heartbeat.time"),
         ("/hooks/uptime-kuma", kuma_with("+12345-01-01 00:00:00"), "heartbeat.time"),
-        ("/hooks/uptime-kuma", json!({"hb_status": 0, "hb_time": "-0001-01-01 00:00:00", "monitor_id": 7, "msg": "x"}).to_string(), "hb_time"),
-        ("/api/v1/incidents", json!({"service_name": "db", "timestamp": "9999-12-31T23:59:59-23:59"}).to_string(), "timestamp"),
+        (
+            "/hooks/uptime-kuma",
+            json!({"hb_status": 0, "hb_time": "-0001-01-01 00:00:00", "monitor_id": 7, "msg": "x"}).to_string(),
+            "hb_time",
+        ),
+        (
+            "/api/v1/incidents",
+            json!({"service_name": "db", "timestamp": "9999-12-31T23:59:59-23:59"}).to_string(),
+            "timestamp",
+        ),
         (
             "/hooks/alertmanager",
             json!({"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": "A"},
-                "startsAt": "+12345-01-01T00:00:00Z"}]}).to_string(),
+                "startsAt": "+12345-01-01T00:00:00Z"}]})
+            .to_string(),
             "startsAt",
         ),
     ];
@@ -405,7 +415,8 @@ async fn times_no_store_can_read_back_are_refused_and_the_store_stays_readable()
     }
     // Nothing poisoned: the list and an UP for the same monitor still work.
     assert!(app.incidents("").await.is_empty());
-    let (status, _) = post_json(&app, "/hooks/uptime-kuma", "application/json", &kuma_with("2026-11-22 03:35:13")).await;
+    let (status, _) =
+        post_json(&app, "/hooks/uptime-kuma", "application/json", &kuma_with("2026-11-22 03:35:13")).await;
     assert_eq!(status, 202);
     assert_eq!(app.incidents("").await.len(), 1);
     app.stop().await;
@@ -414,8 +425,10 @@ async fn times_no_store_can_read_back_are_refused_and_the_store_stays_readable()
 #[tokio::test]
 async fn long_monitor_ids_are_kept_whole_or_refused_never_cut_into_one() {
     let app = TestApp::spawn().await;
-    let down = |id: &str| json!({"heartbeat": {"status": 0, "msg": "down"}, "monitor": {"id": id, "name": "m"}}).to_string();
-    let up = |id: &str| json!({"heartbeat": {"status": 1, "msg": "up"}, "monitor": {"id": id, "name": "m"}}).to_string();
+    let down =
+        |id: &str| json!({"heartbeat": {"status": 0, "msg": "down"}, "monitor": {"id": id, "name": "m"}}).to_string();
+    let up =
+        |id: &str| json!({"heartbeat": {"status": 1, "msg": "up"}, "monitor": {"id": id, "name": "m"}}).to_string();
     let a = format!("{}a", "m".repeat(70));
     let b = format!("{}b", "m".repeat(70));
     let (s, first) = post_json(&app, "/hooks/uptime-kuma", "application/json", &down(&a)).await;
@@ -437,7 +450,9 @@ async fn long_monitor_ids_are_kept_whole_or_refused_never_cut_into_one() {
 #[tokio::test]
 async fn json_endpoints_refuse_other_content_types_and_every_4xx_is_json() {
     let app = TestApp::spawn().await;
-    let am = json!({"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": "A"}}]}).to_string();
+    let am =
+        json!({"version": "4", "status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": "A"}}]})
+            .to_string();
     let api = json!({"service_name": "db"}).to_string();
     for (path, body) in [("/hooks/alertmanager", &am), ("/api/v1/incidents", &api)] {
         for content_type in ["text/plain", "application/xml", "application/x-www-form-urlencoded"] {
@@ -470,7 +485,8 @@ async fn generated_webhooks_that_get_a_2xx_always_read_back() {
     let app = TestApp::spawn().await;
     let time = prop_oneof![
         Just(None),
-        (-5000i32..=99_999, 1u32..=12, 1u32..=28, 0u32..=23).prop_map(|(y, mo, d, h)| Some(format!("{y:04}-{mo:02}-{d:02} {h:02}:00:00"))),
+        (-5000i32..=99_999, 1u32..=12, 1u32..=28, 0u32..=23)
+            .prop_map(|(y, mo, d, h)| Some(format!("{y:04}-{mo:02}-{d:02} {h:02}:00:00"))),
         (1900i32..=2200, 0i32..=23, prop::bool::ANY)
             .prop_map(|(y, off, neg)| Some(format!("{y:04}-06-15T12:00:00{}{off:02}:59", if neg { '-' } else { '+' }))),
         "[ -~]{0,30}".prop_map(Some),
@@ -492,7 +508,13 @@ async fn generated_webhooks_that_get_a_2xx_always_read_back() {
             202 => {
                 accepted += 1;
                 if let Some(incident) = answer["incident_id"].as_str() {
-                    let r = app.client.get(app.url(&format!("/api/v1/incidents/{incident}"))).bearer_auth(TOKEN).send().await.unwrap();
+                    let r = app
+                        .client
+                        .get(app.url(&format!("/api/v1/incidents/{incident}")))
+                        .bearer_auth(TOKEN)
+                        .send()
+                        .await
+                        .unwrap();
                     assert_eq!(r.status(), 200, "{body} was accepted but does not read back");
                 }
             }

@@ -8,6 +8,7 @@ mod browser;
 mod crash;
 mod diagnose;
 mod e2e;
+mod edge;
 mod fake_llm;
 mod gate;
 mod helpers;

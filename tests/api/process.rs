@@ -36,11 +36,22 @@ impl MedicProcess {
 
     /// Starts `medic serve` with `RUST_LOG` set, its log (stderr) going to `log` when given.
     pub async fn start_logging(config: &Path, rust_log: &str, log: Option<&Path>) -> Self {
+        Self::spawn(Command::new(medic_bin()), config, rust_log, log).await
+    }
+
+    /// Starts `medic serve` with its open-file limit (`ulimit -n`) set to `n`.
+    pub async fn start_with_file_limit(config: &Path, n: u32) -> Self {
+        let mut command = Command::new("bash");
+        command.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(medic_bin());
+        Self::spawn(command, config, "warn", None).await
+    }
+
+    async fn spawn(mut command: Command, config: &Path, rust_log: &str, log: Option<&Path>) -> Self {
         let stderr = match log {
             Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
             None => Stdio::inherit(),
         };
-        let mut child = Command::new(medic_bin())
+        let mut child = command
             .arg("--config")
             .arg(config)
             .arg("serve")
