@@ -281,7 +281,8 @@ async fn hosts_check(settings: &Settings, only: Option<&str>, service: Option<&s
         crate::collect::redact::Redactor::new(&settings.redact).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let collector = crate::collect::Collector::new(gate, redactor, settings.collect.clone());
-    let transports = crate::transport::Transports::new(settings.transport.clone());
+    let transports =
+        crate::transport::Transports::for_installation(settings.transport.clone(), &settings.store.data_dir);
     let hosts: Vec<_> = settings.inventory.hosts.iter().filter(|h| only.is_none_or(|n| h.name == n)).collect();
     if hosts.is_empty() {
         match only {

@@ -80,6 +80,21 @@ pub fn open_private(path: &Path, append: bool) -> std::io::Result<std::fs::File>
     Ok(file)
 }
 
+/// An SQLite database file and its `-wal`/`-shm` companions: owner only, whatever the umask (SQLite
+/// creates the companions with the main file's mode).
+pub fn make_db_private(db: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+            if path.exists() {
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+}
+
 /// Replaces `path` atomically (write a 0600 temporary file, then rename over).
 pub fn replace_private(path: &Path, content: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");

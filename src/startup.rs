@@ -137,7 +137,7 @@ impl Application {
         let inventory = Inventory::new(settings.inventory.clone());
         let stages = Stages {
             inventory: inventory.clone(),
-            transports: Arc::new(Transports::new(settings.transport.clone())),
+            transports: Arc::new(Transports::for_installation(settings.transport.clone(), &settings.store.data_dir)),
             collector: Collector::new(gate.clone(), redactor.clone(), settings.collect.clone()),
             gate: gate.clone(),
             policy: ActionPolicy::new(settings.gate.policy.clone()),

@@ -181,6 +181,7 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir)?;
         }
         let conn = Connection::open(path)?;
+        crate::secrets::make_db_private(path);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(

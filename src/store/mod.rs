@@ -116,6 +116,13 @@ impl Store {
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StoreError::DataDir { path: config.data_dir.clone(), source })?;
+        #[cfg(unix)]
+        {
+            // The data dir holds the database, the outbox and the secrets: the owner's only.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|source| StoreError::DataDir { path: config.data_dir.clone(), source })?;
+        }
         let secrets = crate::secrets::SecretsDir::open(&config.data_dir)
             .map_err(|source| StoreError::DataDir { path: config.data_dir.join("secrets"), source })?;
         let anchor = Arc::new(
@@ -124,7 +131,7 @@ impl Store {
         );
         let path = config.data_dir.join("medic.db");
         let conn = open_connection(&path, config.synchronous, false)?;
-        private_files(&path);
+        crate::secrets::make_db_private(&path);
         migrate(&conn)?;
         let mut chain = load_tip(&conn)?;
         check_anchor(&conn, &mut chain, &anchor)?;
@@ -475,20 +482,6 @@ fn read_audit_rows(conn: &Connection) -> Result<Vec<StoredRow>, StoreError> {
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
-}
-
-/// `medic.db` and its WAL files readable by the owner only, whatever the umask.
-fn private_files(db: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        for suffix in ["", "-wal", "-shm"] {
-            let path = PathBuf::from(format!("{}{suffix}", db.display()));
-            if path.exists() {
-                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-            }
-        }
-    }
 }
 
 /// Compares the chain's tip with the head recorded outside the database. A database that ends before

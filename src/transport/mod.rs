@@ -205,6 +205,28 @@ impl Transports {
         Self { config, cache: Mutex::new(HashMap::new()) }
     }
 
+    /// Transports whose ssh control sockets live in a directory of their own for this installation
+    /// (`<control_dir>/medic-<hash of data_dir>`, 0700). Masters left running by a previous process
+    /// (after `kill -9`) are closed first: one installation never leaves a connection behind per crash.
+    pub fn for_installation(mut config: TransportConfig, data_dir: &std::path::Path) -> Self {
+        use sha2::Digest;
+        let tag = hex::encode(&sha2::Sha256::digest(data_dir.display().to_string().as_bytes())[..4]);
+        let dir = config.control_dir.join(format!("medic-{tag}"));
+        if std::fs::create_dir_all(&dir).is_ok() {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+            }
+            let closed = ssh::close_stale_masters(&dir);
+            if closed > 0 {
+                tracing::info!(n_masters = closed, dir = %dir.display(), "Closed ssh control masters left by a previous run.");
+            }
+            config.control_dir = dir;
+        }
+        Self::new(config)
+    }
+
     pub fn config(&self) -> &TransportConfig {
         &self.config
     }

@@ -23,6 +23,33 @@ use super::{
 };
 use crate::inventory::{HostConfig, KnownHostsPolicy};
 
+/// Asks every control master under `dir` (`.ssh-connection*/master`, as the openssh crate lays them
+/// out) to exit, and removes its directory. Returns how many sockets were found.
+pub fn close_stale_masters(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut n = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().starts_with(".ssh-connection") {
+            continue;
+        }
+        let socket = path.join("master");
+        if socket.exists() {
+            n += 1;
+            let _ = std::process::Command::new("ssh")
+                .arg("-o")
+                .arg(format!("ControlPath={}", socket.display()))
+                .args(["-O", "exit", "medic-stale-master"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&path);
+    }
+    n
+}
+
 pub struct SshTransport {
     host: HostConfig,
     config: TransportConfig,

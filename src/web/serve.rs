@@ -61,6 +61,9 @@ fn busy() -> Vec<u8> {
 /// Serves `router` on `listener` until `signal`, then shuts down within `limits.shutdown_grace`.
 pub async fn serve(listener: TcpListener, router: Router, limits: Limits, signal: impl Future<Output = ()>) {
     let open = Arc::new(AtomicUsize::new(0));
+    // Connections being turned away hold a descriptor briefly; bound them too, and past that just close.
+    let turning_away = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut last_accept_warning: Option<tokio::time::Instant> = None;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -76,8 +79,12 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, signal
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // Out of file descriptors or a connection reset before accept: back off briefly.
-                    warn!(error = %e, "Accept failed.");
+                    // Out of file descriptors or a connection reset before accept: back off briefly,
+                    // and say so once per burst, not once per attempt.
+                    if last_accept_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        warn!(error = %e, "Accept failed; backing off (logged once per 10 s).");
+                        last_accept_warning = Some(tokio::time::Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
@@ -85,11 +92,16 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, signal
         };
         while connections.try_join_next().is_some() {}
         if open.load(Ordering::SeqCst) >= limits.max_connections {
+            let Ok(permit) = turning_away.clone().try_acquire_owned() else {
+                drop(stream); // already answering many: close at once
+                continue;
+            };
             let mut stream = stream;
             tokio::spawn(async move {
+                let _permit = permit;
                 // Read what the client sends first (briefly), so the answer is a response to a request.
                 let mut buf = [0u8; 4096];
-                let _ = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await;
+                let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&busy())).await;
                 let _ = stream.shutdown().await;
             });

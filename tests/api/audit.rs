@@ -315,3 +315,45 @@ async fn the_debug_log_prints_no_token_no_approval_credential_and_no_link_signat
         assert!(!text.contains(secret), "the log holds {secret:?}:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn the_data_dir_database_secrets_and_eml_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut medic = MedicProcess::start_after(&config, "umask 000").await;
+    // An incident with no host mapping escalates by email: the .eml outbox gets a file.
+    let body = std::fs::read_to_string(kuma("down_json.json")).unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/hooks/uptime-kuma", medic.addr))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let outbox = dir.path().join("data/outbox");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&outbox).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no .eml file written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    medic.child.kill().await.unwrap();
+    medic.wait().await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let data = dir.path().join("data");
+    assert_eq!(mode(&data), 0o700, "data dir");
+    assert_eq!(mode(&data.join("secrets")), 0o700, "secrets dir");
+    assert_eq!(mode(&outbox), 0o700, "outbox dir");
+    for file in std::fs::read_dir(&data)
+        .unwrap()
+        .chain(std::fs::read_dir(data.join("secrets")).unwrap())
+        .chain(std::fs::read_dir(&outbox).unwrap())
+    {
+        let path = file.unwrap().path();
+        if path.is_file() {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+}

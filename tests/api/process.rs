@@ -39,10 +39,10 @@ impl MedicProcess {
         Self::spawn(Command::new(medic_bin()), config, rust_log, log).await
     }
 
-    /// Starts `medic serve` with its open-file limit (`ulimit -n`) set to `n`.
-    pub async fn start_with_file_limit(config: &Path, n: u32) -> Self {
+    /// Starts `medic serve` after a shell `setup` line (`ulimit -n 256`, `umask 000`).
+    pub async fn start_after(config: &Path, setup: &str) -> Self {
         let mut command = Command::new("bash");
-        command.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(medic_bin());
+        command.arg("-c").arg(format!("{setup} && exec \"$0\" \"$@\"")).arg(medic_bin());
         Self::spawn(command, config, "warn", None).await
     }
 

@@ -316,3 +316,46 @@ async fn accept_new_trusts_a_first_key_and_records_it() {
     let key = std::fs::read_to_string(sshd.path("host_key.pub")).unwrap();
     assert!(recorded.contains(key.split_whitespace().nth(1).unwrap()), "the host key was recorded: {recorded}");
 }
+
+#[tokio::test]
+async fn a_control_master_left_by_a_killed_medic_is_closed_at_the_next_start() {
+    use std::process::Command;
+    let sshd = TestSshd::start();
+    let host = sshd.host("web1");
+    let data = tempfile::tempdir().unwrap();
+    let root = tempfile::Builder::new().prefix("mc").tempdir_in("/tmp").unwrap();
+    let config = TransportConfig { control_dir: root.path().to_path_buf(), ..TransportConfig::default() };
+    // A first medic connects and is killed: its master keeps running.
+    let first = medic::transport::Transports::for_installation(config.clone(), data.path());
+    let dir = first.config().control_dir.clone();
+    assert!(dir.starts_with(root.path()) && dir != root.path(), "{}", dir.display());
+    let gate = medic::gate::Gate::from_rules_text(
+        r#"{"safe_commands":{"svc":{"allowed":["systemctl restart {service}"]}},
+            "placeholders":{"service":{"allowed":["nginx"]}},"diagnostics":{"allowed":["uptime"]}}"#,
+    )
+    .unwrap();
+    let uptime = gate.check_diagnostic("uptime", None).unwrap();
+    first.for_host(&host).run(&uptime, Duration::from_secs(10)).await.unwrap();
+    let socket = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("master"))
+        .find(|p| p.exists())
+        .expect("a control master socket");
+    let check = |socket: &std::path::Path| {
+        Command::new("ssh")
+            .arg("-o")
+            .arg(format!("ControlPath={}", socket.display()))
+            .args(["-O", "check", "x"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    std::mem::forget(first); // as after kill -9: nothing closes the session
+    assert!(check(&socket), "the master runs after its owner is gone");
+    // The next start of the same installation closes it.
+    let _second = medic::transport::Transports::for_installation(config, data.path());
+    assert!(!check(&socket), "the stale master was closed");
+    assert!(!socket.exists());
+}
