@@ -57,6 +57,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("cannot create data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
+    /// The disk is full or the database file cannot be written: nothing was stored; retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -68,9 +71,28 @@ impl StoreError {
                 Fault::Transient
             }
             StoreError::Conflict { .. } => Fault::Refused,
-            StoreError::Closed => Fault::Transient,
+            StoreError::Closed | StoreError::Unavailable(_) => Fault::Transient,
+            e if e.is_storage_unavailable() => Fault::Transient,
             StoreError::DataDir { .. } => Fault::Config,
             _ => Fault::Bug,
+        }
+    }
+}
+
+impl StoreError {
+    /// True when the write failed for lack of space or a failing disk: nothing was stored, and the same
+    /// write will work once space frees (HTTP 503 with `Retry-After`, `/readyz` not ready).
+    pub fn is_storage_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::ReadOnly
+                    | rusqlite::ErrorCode::CannotOpen
+            ),
+            _ => false,
         }
     }
 }
@@ -204,12 +226,18 @@ impl Store {
         self.inner.with_reader(f)
     }
 
-    /// True when the writer thread runs and commits (for `/readyz`).
+    /// True when the writer thread runs and a real write commits (for `/readyz`): a full disk makes
+    /// this false until space frees.
     pub async fn writable(&self) -> bool {
         self.inner.writer_alive.load(Ordering::SeqCst)
             && self
                 .write(|ctx| {
-                    ctx.conn.execute_batch("SELECT 1")?;
+                    let now = ts(ctx.now);
+                    ctx.conn.execute(
+                        "INSERT INTO settings_state (key, value) VALUES ('readyz_probe', ?1)
+                         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        [now],
+                    )?;
                     Ok(())
                 })
                 .await
@@ -590,7 +618,7 @@ fn run_batch(conn: &Connection, chain: &mut ChainTip, batch: Vec<BatchItem>, anc
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let message = e.to_string();
         for (_, reply) in batch {
-            let _ = reply.send(Err(StoreError::Corrupt(format!("cannot begin transaction: {message}"))));
+            let _ = reply.send(Err(StoreError::Unavailable(format!("cannot begin a transaction: {message}"))));
         }
         return;
     }
@@ -623,7 +651,7 @@ fn run_batch(conn: &Connection, chain: &mut ChainTip, batch: Vec<BatchItem>, anc
         *chain = chain_at_start;
         let message = e.to_string();
         for (reply, _) in results {
-            let _ = reply.send(Err(StoreError::Corrupt(format!("commit failed: {message}"))));
+            let _ = reply.send(Err(StoreError::Unavailable(format!("commit failed: {message}"))));
         }
         return;
     }

@@ -71,14 +71,38 @@ pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), AppError> {
     }
 }
 
+/// Logs a burst of identical failures once (per 10 s), not once per request.
+fn once_per_burst(last: &std::sync::atomic::AtomicU64) -> bool {
+    use std::sync::atomic::Ordering;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let before = last.load(Ordering::Relaxed);
+    now >= before + 10 && last.compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
+static LAST_INTERNAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static LAST_UNAVAILABLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let AppError::Internal(cause) = &self {
-            tracing::error!(error = ?cause, "Internal error while handling a request.");
+        match &self {
+            // Display with its causes, never Debug: with RUST_BACKTRACE set, Debug prints a backtrace.
+            AppError::Internal(cause) if once_per_burst(&LAST_INTERNAL) => {
+                tracing::error!(
+                    error = format!("{cause:#}"),
+                    "Internal error while handling a request (logged once per 10 s)."
+                );
+            }
+            AppError::Unavailable(why) if once_per_burst(&LAST_UNAVAILABLE) => {
+                tracing::warn!(error = %why, "Answering 503: {why} (logged once per 10 s).");
+            }
+            _ => {}
         }
         let mut response =
             (status, Json(json!({ "error": self.to_string(), "status": status.as_u16() }))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -102,6 +126,9 @@ impl From<StoreError> for AppError {
         match e {
             StoreError::NotFound(id) => AppError::NotFound(format!("incident {id} not found")),
             StoreError::Closed => AppError::Unavailable("shutting down".into()),
+            e if e.is_storage_unavailable() => {
+                AppError::Unavailable(format!("cannot store the event right now ({e}); nothing was stored, retry"))
+            }
             other => AppError::internal(other),
         }
     }

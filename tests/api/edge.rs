@@ -149,3 +149,89 @@ async fn sigterm_stops_within_the_grace_period_whatever_a_client_does() {
     assert!(took < Duration::from_secs(5), "shutdown took {took:?} with a 2 s grace");
     let (_, _) = read_all(&mut client, Duration::from_millis(100)).await;
 }
+
+/// A tmpfs of `size` mounted on a fresh directory (root only), unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let uid = std::process::Command::new("id").arg("-u").output().ok()?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .ok()?
+            .success();
+        ok.then_some(Self { dir })
+    }
+
+    /// Writes a file until the disk is full; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let small = [0u8; 512];
+        while file.write_all(&small).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_with_retry_after_and_medic_recovers_by_itself() {
+    let Some(disk) = SmallDisk::mount("8m") else {
+        println!("skipped: mounting a small tmpfs needs root (this run is not root)");
+        return;
+    };
+    let data = disk.dir.path().join("data");
+    let app = TestApp::spawn_with(|s| s.store.data_dir = data.clone()).await;
+    let post = |i: usize| {
+        let body = serde_json::json!({"heartbeat": {"status": 0, "msg": "x".repeat(200_000)},
+                                      "monitor": {"id": format!("m{i}"), "name": "m"}})
+        .to_string();
+        app.client
+            .post(app.url("/hooks/uptime-kuma"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(post(0).await.unwrap().status(), 202);
+    let filler = disk.fill();
+    let mut refused = None;
+    for i in 1..40 {
+        let r = post(i).await.unwrap();
+        if r.status() == 503 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 202, "either stored or refused");
+    }
+    let r = refused.expect("a full disk refuses webhooks");
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("retry"), "{body}");
+    assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), 503, "not ready while full");
+    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200, "alive all the same");
+    // Space frees: medic takes webhooks again with no restart.
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(post(100).await.unwrap().status(), 202);
+    assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), 200);
+    let listed = app.incidents("limit=500").await;
+    assert!(listed.iter().any(|i| i["monitor_id"] == "m100"));
+    app.stop().await;
+}
