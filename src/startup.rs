@@ -151,16 +151,15 @@ impl Application {
             redactor,
         };
         let pipeline = Pipeline::new(store.clone(), settings.pipeline.clone(), shutdown.clone(), stages);
-        let (runner, runner_handle) = Runner::start(pipeline, settings.pipeline.max_concurrent, shutdown.clone());
+        let (runner, runner_handle) =
+            Runner::start(pipeline, store.clone(), settings.pipeline.max_concurrent, shutdown.clone());
 
         // Resume every incident that still has work: nothing acknowledged is ever dropped.
-        let pending = store.list_runnable_with_keys().await.context("cannot list unfinished incidents")?;
-        if !pending.is_empty() {
-            info!(n_incidents = pending.len(), "Resuming unfinished incidents.");
+        let pending = store.count_runnable().await.context("cannot count unfinished incidents")?;
+        if pending > 0 {
+            info!(n_incidents = pending, "Resuming unfinished incidents.");
         }
-        for (id, key) in pending {
-            runner.enqueue(id, key);
-        }
+        runner.wake();
         notifier.kick();
         background.push(tokio::spawn(crate::pipeline::lifecycle::run(
             store.clone(),

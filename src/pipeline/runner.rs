@@ -1,33 +1,40 @@
-//! The runner: takes incident ids from a queue and drives each through [`super::Pipeline::drive`].
+//! The runner: claims runnable incidents from the store and drives each through
+//! [`super::Pipeline::drive`].
 //!
-//! - bounded concurrency (`pipeline.max_concurrent` permits);
-//! - **never two pipelines for the same monitor at once**: work for a busy monitor waits its turn, and a
-//!   re-queue of the running incident just asks for one more pass after the current one;
-//! - resume after restart: at start-up every runnable incident in the store is queued
-//!   (test: `tests/api/crash.rs`).
+//! - **Work comes from the store, not from a queue in memory**: when a worker is free, the runner asks
+//!   the store for the oldest runnable incidents (an index over open, unparked incidents) and claims as
+//!   many as it has free workers. Memory does not grow with the backlog, an incident committed is
+//!   processed even if the HTTP client that sent it vanished before its 202, and after a restart the
+//!   backlog simply is what the store holds (test: `tests/api/crash.rs`, `pipeline` benchmark);
+//! - bounded concurrency (`pipeline.max_concurrent` workers);
+//! - **never two pipelines for the same monitor at once**: the store keeps at most one open incident per
+//!   monitor, and an incident already running is never claimed again;
+//! - [`Runner::enqueue`] only wakes the runner (and lifts the short pause that keeps an incident that
+//!   just finished a pass still runnable, e.g. after a store failure, from being retried in a loop).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Pipeline;
 use crate::domain::{IncidentId, MonitorKey};
+use crate::store::Store;
 
-#[derive(Debug)]
-struct Work {
-    id: IncidentId,
-    key: MonitorKey,
-}
+/// How long an incident that is still runnable after a pass waits before it is claimed again.
+const PAUSE_AFTER_PASS: Duration = Duration::from_secs(2);
 
 /// Handle to the running workers.
 #[derive(Clone)]
 pub struct Runner {
-    tx: mpsc::UnboundedSender<Work>,
+    wake: Arc<Notify>,
+    nudged: Arc<Mutex<HashSet<IncidentId>>>,
     alive: Arc<AtomicBool>,
 }
 
@@ -35,20 +42,28 @@ impl Runner {
     /// Starts the dispatcher; it stops when `shutdown` is cancelled, after in-flight passes finish.
     pub fn start(
         pipeline: Arc<Pipeline>,
+        store: Store,
         max_concurrent: usize,
         shutdown: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let alive = Arc::new(AtomicBool::new(true));
-        let handle = tokio::spawn(dispatch(pipeline, rx, max_concurrent, shutdown, alive.clone()));
-        (Self { tx, alive }, handle)
+        let runner = Self {
+            wake: Arc::new(Notify::new()),
+            nudged: Arc::new(Mutex::new(HashSet::new())),
+            alive: Arc::new(AtomicBool::new(true)),
+        };
+        let handle = tokio::spawn(dispatch(pipeline, store, max_concurrent.max(1), shutdown, runner.clone()));
+        (runner, handle)
     }
 
-    /// Queues an incident for a pass through the pipeline.
-    pub fn enqueue(&self, id: IncidentId, key: MonitorKey) {
-        if self.tx.send(Work { id, key }).is_err() {
-            warn!(%id, "Runner stopped; incident will resume at next start.");
-        }
+    /// Asks for a pass over `id` (new, approved, re-opened): the runner claims it from the store.
+    pub fn enqueue(&self, id: IncidentId, _key: MonitorKey) {
+        self.nudged.lock().expect("runner lock").insert(id);
+        self.wake.notify_one();
+    }
+
+    /// Wakes the runner to look for work (at start-up: the backlog the store holds).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     pub fn is_running(&self) -> bool {
@@ -58,72 +73,70 @@ impl Runner {
 
 async fn dispatch(
     pipeline: Arc<Pipeline>,
-    mut rx: mpsc::UnboundedReceiver<Work>,
+    store: Store,
     max_concurrent: usize,
     shutdown: CancellationToken,
-    alive: Arc<AtomicBool>,
+    runner: Runner,
 ) {
-    let permits = Arc::new(Semaphore::new(max_concurrent));
-    let mut tasks: JoinSet<MonitorKey> = JoinSet::new();
-    // Monitor → (incident running now, whether another pass was asked for).
-    let mut active: HashMap<MonitorKey, (IncidentId, bool)> = HashMap::new();
-    // Monitor → other incidents waiting for it.
-    let mut waiting: HashMap<MonitorKey, BTreeSet<IncidentId>> = HashMap::new();
-
-    let spawn = |tasks: &mut JoinSet<MonitorKey>, id: IncidentId, key: MonitorKey| {
-        let pipeline = pipeline.clone();
-        let permits = permits.clone();
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await.expect("semaphore is never closed");
-            pipeline.drive(id).await;
-            key
-        });
-    };
-
+    let mut tasks: JoinSet<IncidentId> = JoinSet::new();
+    let mut running: HashSet<IncidentId> = HashSet::new();
+    // Incidents that finished a pass recently, until when they are left alone.
+    let mut paused: HashMap<IncidentId, Instant> = HashMap::new();
+    let mut store_failing = false;
     loop {
+        // Claim work while workers are free.
+        if tasks.len() < max_concurrent && !shutdown.is_cancelled() {
+            let now = Instant::now();
+            paused.retain(|_, until| *until > now);
+            for id in runner.nudged.lock().expect("runner lock").drain() {
+                paused.remove(&id);
+            }
+            let free = max_concurrent - tasks.len();
+            let limit = free + running.len() + paused.len();
+            match store.next_runnable(limit).await {
+                Ok(candidates) => {
+                    store_failing = false;
+                    let claimed: Vec<IncidentId> = candidates
+                        .into_iter()
+                        .filter(|id| !running.contains(id) && !paused.contains_key(id))
+                        .take(free)
+                        .collect();
+                    for id in claimed {
+                        running.insert(id);
+                        let pipeline = pipeline.clone();
+                        tasks.spawn(async move {
+                            // A panic ends this pass only; the incident is claimed again after the pause.
+                            let pass = std::panic::AssertUnwindSafe(pipeline.drive(id));
+                            if futures::FutureExt::catch_unwind(pass).await.is_err() {
+                                warn!(incident_id = %id, "A pipeline pass panicked.");
+                            }
+                            id
+                        });
+                    }
+                }
+                Err(e) => {
+                    if !store_failing {
+                        warn!(error = %e, "Cannot read runnable incidents; retrying.");
+                    }
+                    store_failing = true;
+                }
+            }
+        }
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                let key = match done {
-                    Ok(key) => key,
-                    Err(e) => {
-                        warn!(error = %e, "A pipeline task panicked; its incident resumes at next start.");
-                        continue;
-                    }
-                };
-                match active.remove(&key) {
-                    Some((id, true)) => {
-                        active.insert(key.clone(), (id, false));
-                        spawn(&mut tasks, id, key);
-                    }
-                    Some((_, false)) | None => {
-                        if let Some(next) = waiting.get_mut(&key).and_then(|set| set.pop_first()) {
-                            active.insert(key.clone(), (next, false));
-                            spawn(&mut tasks, next, key.clone());
-                        }
-                        if waiting.get(&key).is_some_and(BTreeSet::is_empty) {
-                            waiting.remove(&key);
-                        }
-                    }
+                if let Ok(id) = done {
+                    running.remove(&id);
+                    paused.insert(id, Instant::now() + PAUSE_AFTER_PASS);
                 }
             }
-            work = rx.recv() => {
-                let Some(Work { id, key }) = work else { break };
-                match active.get_mut(&key) {
-                    Some((running, rerun)) if *running == id => *rerun = true,
-                    Some(_) => {
-                        waiting.entry(key).or_default().insert(id);
-                    }
-                    None => {
-                        active.insert(key.clone(), (id, false));
-                        spawn(&mut tasks, id, key);
-                    }
-                }
-            }
+            _ = runner.wake.notified() => {}
+            // Paused incidents become claimable again; a failing store is asked again.
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
     info!(in_flight = tasks.len(), "Runner stopping; waiting for in-flight pipeline passes.");
     while tasks.join_next().await.is_some() {}
-    alive.store(false, Ordering::SeqCst);
+    runner.alive.store(false, Ordering::SeqCst);
 }

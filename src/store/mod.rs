@@ -284,8 +284,34 @@ impl Store {
 
     /// Non-terminal incidents the pipeline still has work for (not parked, not waiting on a human),
     /// with their monitor keys, oldest first.
-    pub async fn list_runnable_with_keys(&self) -> Result<Vec<(IncidentId, MonitorKey)>, StoreError> {
-        self.read(model::runnable_incidents).await
+    /// The oldest `limit` incidents the pipeline can move on (open, not parked, not waiting for a
+    /// human), by an index over exactly those: the runner's claim query.
+    pub async fn next_runnable(&self, limit: usize) -> Result<Vec<IncidentId>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id FROM incidents INDEXED BY incidents_runnable
+                 WHERE state NOT IN ('resolved', 'rejected', 'recovered_by_monitor', 'failed', 'awaiting_approval')
+                   AND parked_reason IS NULL
+                 ORDER BY opened_at LIMIT ?1",
+            )?;
+            let ids = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            ids.into_iter().map(|id| id.parse().map_err(|e: uuid::Error| StoreError::Corrupt(e.to_string()))).collect()
+        })
+        .await
+    }
+
+    /// How many incidents the pipeline can move on (for the start-up log).
+    pub async fn count_runnable(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM incidents INDEXED BY incidents_runnable
+                 WHERE state NOT IN ('resolved', 'rejected', 'recovered_by_monitor', 'failed', 'awaiting_approval')
+                   AND parked_reason IS NULL",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
     }
 
     pub async fn monitor_in_maintenance(&self, key: MonitorKey) -> Result<bool, StoreError> {

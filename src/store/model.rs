@@ -162,23 +162,6 @@ pub(crate) fn list_incidents(conn: &Connection, filter: &IncidentFilter) -> Resu
     Ok(out)
 }
 
-pub(crate) fn runnable_incidents(conn: &Connection) -> Result<Vec<(IncidentId, MonitorKey)>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, source, monitor_id FROM incidents
-         WHERE state NOT IN ('resolved', 'rejected', 'recovered_by_monitor', 'failed', 'awaiting_approval')
-           AND parked_reason IS NULL
-         ORDER BY opened_at",
-    )?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
-        .collect::<Result<Vec<_>, _>>()?;
-    rows.into_iter()
-        .map(|(id, source, monitor)| {
-            Ok((id.parse().map_err(corrupt)?, MonitorKey::new(source.parse::<Source>().map_err(corrupt)?, monitor)))
-        })
-        .collect()
-}
-
 pub(crate) fn audit_events(
     conn: &Connection,
     since: Option<DateTime<Utc>>,

@@ -29,6 +29,12 @@ CREATE TABLE IF NOT EXISTS incidents (
 );
 CREATE INDEX IF NOT EXISTS incidents_state ON incidents(state);
 CREATE INDEX IF NOT EXISTS incidents_service ON incidents(service_name);
+-- The runner's claim query: open, unparked incidents not waiting for a human, oldest first.
+CREATE INDEX IF NOT EXISTS incidents_runnable ON incidents(opened_at)
+    WHERE state NOT IN ('resolved', 'rejected', 'recovered_by_monitor', 'failed', 'awaiting_approval')
+      AND parked_reason IS NULL;
+-- Listing incidents newest first.
+CREATE INDEX IF NOT EXISTS incidents_opened ON incidents(opened_at);
 
 CREATE TABLE IF NOT EXISTS timeline (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
