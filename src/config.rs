@@ -181,11 +181,20 @@ pub struct StoreConfig {
     pub synchronous: Synchronous,
     /// Most write jobs grouped into one transaction (group commit).
     pub max_batch: usize,
+    /// Closed incidents (with their timeline, events, approvals, actions and costs), sent outbox rows
+    /// and `.eml` files older than this are deleted. The audit log is never pruned. "0s": keep all.
+    #[serde(with = "humantime_serde")]
+    pub retention: std::time::Duration,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("data"), synchronous: Synchronous::Full, max_batch: 256 }
+        Self {
+            data_dir: PathBuf::from("data"),
+            synchronous: Synchronous::Full,
+            max_batch: 256,
+            retention: std::time::Duration::from_secs(30 * 24 * 3600),
+        }
     }
 }
 

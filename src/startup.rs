@@ -161,6 +161,12 @@ impl Application {
         }
         runner.wake();
         notifier.kick();
+        background.push(tokio::spawn(crate::store::retention::run(
+            store.clone(),
+            settings.store.retention,
+            settings.store.data_dir.clone(),
+            shutdown.clone(),
+        )));
         background.push(tokio::spawn(crate::pipeline::lifecycle::run(
             store.clone(),
             approvals.clone(),

@@ -2,7 +2,8 @@
 //! a background task, retried with backoff (5 s doubling to 10 min), kept across restarts.
 //!
 //! Delivery is exactly once except in one window: if medic dies after the SMTP server accepted a message
-//! and before "sent" is committed, the message (same Message-ID) is sent again at the next start.
+//! and before "sent" is committed (one commit per pass of up to 50 messages), the message (same
+//! Message-ID) is sent again at the next start.
 //! Without SMTP (the embedded default) emails are written to `<data_dir>/outbox/<id>.eml` (0600).
 //!
 //! **No usable credential at rest in the database**: bodies are stored sealed ([`super::seal`]) and
@@ -131,7 +132,10 @@ impl OutboxSender {
                 Ok(rows)
             })
             .await?;
-        let mut sent = 0;
+        // Deliver the whole pass, then record every outcome in one commit (one fsync per pass, not per
+        // message). A crash between a delivery and that commit sends those messages again at the next
+        // start (same Message-ID): at most one pass (50 messages).
+        let mut outcomes = Vec::with_capacity(due.len());
         for mut row in due {
             let result = if super::seal::Sealer::is_sealed(&row.body) {
                 match self.sealer.open(&row.body) {
@@ -144,45 +148,52 @@ impl OutboxSender {
             } else {
                 self.deliver(&row).await // a row queued before bodies were sealed
             };
-            let (id, attempts) = (row.id, row.attempts);
-            let incident = row.incident_id.as_deref().and_then(|s| s.parse().ok());
-            let channel =
-                if row.channel == "email" { "email".to_string() } else { format!("chat:{}", row.destination) };
-            let event = row.event.clone();
-            match result {
-                Ok(note) => {
-                    sent += 1;
-                    self.store
-                        .write(move |ctx| {
+            if let Err(error) = &result {
+                warn!(outbox_id = row.id, %error, "Delivery failed; will retry.");
+            }
+            outcomes.push((row, result));
+        }
+        let sent = outcomes.iter().filter(|(_, r)| r.is_ok()).count();
+        if outcomes.is_empty() {
+            return Ok(0);
+        }
+        self.store
+            .write(move |ctx| {
+                for (row, result) in outcomes {
+                    let incident = row.incident_id.as_deref().and_then(|s| s.parse().ok());
+                    match result {
+                        Ok(note) => {
                             ctx.conn().execute(
-                                "UPDATE outbox SET sent_at = ?2, attempts = attempts + 1, last_error = NULL, body = '' WHERE id = ?1",
-                                params![id, crate::audit::format_time(ctx.now())],
+                                "UPDATE outbox SET sent_at = ?2, attempts = attempts + 1, last_error = NULL, body = ''
+                                 WHERE id = ?1",
+                                params![row.id, crate::audit::format_time(ctx.now())],
                             )?;
+                            let channel = if row.channel == "email" {
+                                "email".to_string()
+                            } else {
+                                format!("chat:{}", row.destination)
+                            };
                             ctx.audit(
                                 incident,
                                 crate::domain::Actor::System,
-                                crate::audit::AuditRecord::Notification { channel, event, outcome: note },
-                            )
-                        })
-                        .await?;
-                }
-                Err(error) => {
-                    let delay = Duration::from_secs(5 * 2u64.saturating_pow(attempts.min(7) as u32))
-                        .min(Duration::from_secs(600));
-                    warn!(outbox_id = id, %error, ?delay, "Delivery failed; will retry.");
-                    self.store
-                        .write(move |ctx| {
-                            let next = ctx.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
+                                crate::audit::AuditRecord::Notification { channel, event: row.event, outcome: note },
+                            )?;
+                        }
+                        Err(error) => {
+                            let delay = Duration::from_secs(5 * 2u64.saturating_pow(row.attempts.min(7) as u32))
+                                .min(Duration::from_secs(600));
+                            let next =
+                                ctx.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(60));
                             ctx.conn().execute(
                                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
-                                params![id, crate::audit::format_time(next), error],
+                                params![row.id, crate::audit::format_time(next), error],
                             )?;
-                            Ok(())
-                        })
-                        .await?;
+                        }
+                    }
                 }
-            }
-        }
+                Ok(())
+            })
+            .await?;
         Ok(sent)
     }
 

@@ -13,6 +13,7 @@
 //! the writer thread and is rolled back with the job when a job fails.
 
 mod model;
+pub mod retention;
 
 use std::any::Any;
 use std::path::{Path, PathBuf};

@@ -149,12 +149,18 @@ pub(crate) fn load_timeline(conn: &Connection, id: IncidentId) -> Result<Vec<Tim
 
 pub(crate) fn list_incidents(conn: &Connection, filter: &IncidentFilter) -> Result<Vec<IncidentRecord>, StoreError> {
     let limit = if filter.limit == 0 { 100 } else { filter.limit.min(1000) } as i64;
+    // One statement per filter shape, so each uses its index (newest first, no sort, no full scan).
+    let state = filter.state.map(|s| s.as_str().to_string());
+    let (clause, args): (&str, Vec<&dyn rusqlite::ToSql>) = match (&state, &filter.service) {
+        (None, None) => ("", vec![&limit]),
+        (Some(state), None) => ("WHERE state = ?2", vec![&limit, state]),
+        (None, Some(service)) => ("WHERE service_name = ?2", vec![&limit, service]),
+        (Some(state), Some(service)) => ("WHERE state = ?2 AND service_name = ?3", vec![&limit, state, service]),
+    };
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM incidents
-         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR service_name = ?2)
-         ORDER BY opened_at DESC, id DESC LIMIT ?3"
+        "SELECT {COLUMNS} FROM incidents {clause} ORDER BY opened_at DESC, id DESC LIMIT ?1"
     ))?;
-    let mut rows = stmt.query(params![filter.state.map(|s| s.as_str()), filter.service, limit])?;
+    let mut rows = stmt.query(args.as_slice())?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
         out.push(from_row(row)?);

@@ -27,14 +27,16 @@ CREATE TABLE IF NOT EXISTS incidents (
     -- "source:monitor_id" while the incident is not terminal, NULL after: at most one open incident per monitor.
     open_key        TEXT UNIQUE
 );
-CREATE INDEX IF NOT EXISTS incidents_state ON incidents(state);
-CREATE INDEX IF NOT EXISTS incidents_service ON incidents(service_name);
 -- The runner's claim query: open, unparked incidents not waiting for a human, oldest first.
 CREATE INDEX IF NOT EXISTS incidents_runnable ON incidents(opened_at)
     WHERE state NOT IN ('resolved', 'rejected', 'recovered_by_monitor', 'failed', 'awaiting_approval')
       AND parked_reason IS NULL;
--- Listing incidents newest first.
-CREATE INDEX IF NOT EXISTS incidents_opened ON incidents(opened_at);
+-- Listing incidents newest first, whole or by state or service (the list never sorts or scans).
+CREATE INDEX IF NOT EXISTS incidents_opened ON incidents(opened_at, id);
+CREATE INDEX IF NOT EXISTS incidents_state_opened ON incidents(state, opened_at, id);
+CREATE INDEX IF NOT EXISTS incidents_service_opened ON incidents(service_name, opened_at, id);
+-- Retention: closed incidents by age.
+CREATE INDEX IF NOT EXISTS incidents_closed ON incidents(closed_at) WHERE closed_at IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS timeline (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -57,6 +59,9 @@ CREATE TABLE IF NOT EXISTS events (
     message      TEXT NOT NULL,
     body         TEXT NOT NULL
 );
+
+CREATE INDEX IF NOT EXISTS events_incident ON events(incident_id);
+CREATE INDEX IF NOT EXISTS events_received ON events(received_at) WHERE incident_id IS NULL;
 
 CREATE TABLE IF NOT EXISTS monitors (
     source       TEXT NOT NULL,
@@ -108,6 +113,7 @@ CREATE TABLE IF NOT EXISTS actions (
     duration_ms  INTEGER
 );
 CREATE INDEX IF NOT EXISTS actions_host_at ON actions(host, at);
+CREATE INDEX IF NOT EXISTS actions_at ON actions(at);
 
 -- Every model call: tokens and cost, for cost_estimation and the per-day budget.
 CREATE TABLE IF NOT EXISTS ledger (

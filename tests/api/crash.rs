@@ -103,3 +103,67 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_webhook() {
     medic.kill9();
     medic.wait().await;
 }
+
+#[tokio::test]
+async fn an_incident_committed_without_its_answer_is_processed_without_a_restart() {
+    // As when a client hangs up after the commit and before the 202: the incident is in the store and
+    // nobody told the runner. It must be driven all the same.
+    let app = crate::helpers::TestApp::spawn().await;
+    let body = std::fs::read_to_string(crate::helpers::kuma("down_json.json")).unwrap();
+    let alert = medic::ingest::uptime_kuma::parse_json(&body, chrono::Utc::now()).unwrap();
+    let outcome = app.store.ingest(alert, body).await.unwrap();
+    let id = outcome.incident_id.unwrap().to_string();
+    let incident = app.wait_incident(&id, 10, |i| i["state"] != "open").await;
+    // No inventory in this app: the pipeline moves it on to humans.
+    assert_eq!(incident["state"], "escalated", "{incident}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn retention_deletes_old_closed_incidents_and_files_but_never_the_audit_log() {
+    let app = crate::helpers::TestApp::spawn().await;
+    let send = |name: &'static str| {
+        let body = std::fs::read_to_string(kuma(name)).unwrap();
+        app.client
+            .post(app.url("/hooks/uptime-kuma"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let closed: Value = send("down_json.json").await.unwrap().json().await.unwrap();
+    let closed = closed["incident_id"].as_str().unwrap().to_string();
+    assert_eq!(send("up_json.json").await.unwrap().status(), 202);
+    let open = app
+        .client
+        .post(app.url("/api/v1/incidents"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(json!({"service_name": "db", "monitor_id": "still-open"}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["incident_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let eml_dir = app.dir.path().join("outbox");
+    std::fs::create_dir_all(&eml_dir).unwrap();
+    std::fs::write(eml_dir.join("000001.eml"), "old mail").unwrap();
+    let audit_before = app.store.audit_rows_blocking().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pruned = app.store.prune(chrono::Utc::now() + chrono::Duration::seconds(1), &eml_dir).await.unwrap();
+    assert_eq!(pruned.incidents, 1, "{pruned:?}");
+    assert_eq!(pruned.eml_files, 1);
+    let r = app.client.get(app.url(&format!("/api/v1/incidents/{closed}"))).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 404, "the closed incident is gone");
+    let still = app.incident(&open).await;
+    assert_ne!(still["state"], "recovered_by_monitor", "the open incident stays");
+    let rows = app.store.audit_rows_blocking().unwrap();
+    assert!(rows.len() >= audit_before, "the audit log is never pruned");
+    assert!(medic::audit::verify(rows).is_ok());
+    app.stop().await;
+}
