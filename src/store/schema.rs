@@ -1,0 +1,156 @@
+//! Opening SQLite, the schema and its migrations, and the audit chain's checks against its anchor.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Utc;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use super::{StoreError, WriteCtx};
+use crate::audit::anchor::AuditAnchor;
+use crate::audit::{self, AuditRecord, ChainTip, StoredRow};
+use crate::config::Synchronous;
+use crate::domain::Actor;
+
+const SCHEMA: &str = include_str!("schema.sql");
+pub(super) const SCHEMA_VERSION: i64 = 2;
+
+pub(super) fn open_connection(path: &Path, sync: Synchronous, read_only: bool) -> Result<Connection, StoreError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let level = match sync {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", level)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+    }
+    Ok(conn)
+}
+
+pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {version} is newer than this medic ({SCHEMA_VERSION})"
+        )));
+    }
+    if version == 1 {
+        // v2: approvals bound to action, request, host, service and verdict; audit rows carry a MAC.
+        // Links issued before are unbound: they are closed, and their incidents are asked again.
+        conn.execute_batch(
+            "ALTER TABLE approvals ADD COLUMN action TEXT NOT NULL DEFAULT 'either';
+             ALTER TABLE approvals ADD COLUMN request_id TEXT;
+             ALTER TABLE approvals ADD COLUMN host TEXT;
+             ALTER TABLE approvals ADD COLUMN service TEXT;
+             ALTER TABLE approvals ADD COLUMN container TEXT;
+             ALTER TABLE approvals ADD COLUMN verdict TEXT;
+             ALTER TABLE approvals ADD COLUMN decided_ip TEXT;
+             ALTER TABLE approvals ADD COLUMN decided_ua TEXT;
+             UPDATE approvals SET expires_at = created_at WHERE decided_at IS NULL;
+             ALTER TABLE audit ADD COLUMN mac TEXT;
+             UPDATE outbox SET body = '' WHERE sent_at IS NOT NULL;",
+        )?;
+    }
+    conn.execute_batch(SCHEMA)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}
+
+/// Every audit row of `<data_dir>/medic.db`, read without opening the store for writing: `medic audit
+/// verify` must see the database as it is, before start-up's anchor check records anything.
+pub fn audit_rows_read_only(data_dir: &Path) -> Result<Vec<StoredRow>, StoreError> {
+    let path = data_dir.join("medic.db");
+    if !path.exists() {
+        return Err(StoreError::Corrupt(format!("{} does not exist", path.display())));
+    }
+    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    read_audit_rows(&conn)
+}
+
+pub(super) fn read_audit_rows(conn: &Connection) -> Result<Vec<StoredRow>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT seq, time, incident_id, actor, kind, details, prev_hash, hash, mac FROM audit ORDER BY seq")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(StoredRow {
+                seq: r.get(0)?,
+                time: r.get(1)?,
+                incident_id: r.get(2)?,
+                actor: r.get(3)?,
+                kind: r.get(4)?,
+                details: r.get(5)?,
+                prev_hash: r.get(6)?,
+                hash: r.get(7)?,
+                mac: r.get(8)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Compares the chain's tip with the head recorded outside the database. A database that ends before
+/// the head (or holds another hash there) was truncated, re-chained or restored from a backup: that is
+/// recorded in the chain itself, so it stays visible after new rows are appended.
+pub(super) fn check_anchor(conn: &Connection, chain: &mut ChainTip, anchor: &AuditAnchor) -> Result<(), StoreError> {
+    let problem = match anchor.read_head() {
+        Ok(None) => None,
+        Ok(Some(head)) => {
+            let at: Option<String> =
+                conn.query_row("SELECT hash FROM audit WHERE seq = ?1", [head.seq], |r| r.get(0)).optional()?;
+            match at {
+                Some(hash) if hash == head.hash => None,
+                Some(_) => Some((head, "the row at the head's seq has another hash (re-chained or replaced)")),
+                None => Some((head, "the chain ends before the head (rows deleted, or an older backup restored)")),
+            }
+        }
+        Err(problem) => Some((
+            audit::anchor::Head { seq: -1, hash: String::new() },
+            if problem.contains("MAC") {
+                "the head file does not carry a valid MAC"
+            } else {
+                "the head file cannot be read"
+            },
+        )),
+    };
+    if let Some((head, problem)) = problem {
+        tracing::error!(
+            head_seq = head.seq,
+            database_seq = chain.seq,
+            problem,
+            "Audit chain does not match its anchor."
+        );
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut ctx = WriteCtx { conn, chain, anchor, now: Utc::now() };
+        let database_seq = ctx.chain.seq;
+        let record = AuditRecord::AuditAnchorMismatch {
+            head_seq: head.seq,
+            head_hash: head.hash.clone(),
+            database_seq,
+            problem: problem.into(),
+        };
+        if let Err(e) = ctx.audit(None, Actor::System, record) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        conn.execute_batch("COMMIT")?;
+        let _ = anchor.write_head(&audit::anchor::Head { seq: chain.seq, hash: chain.hash.clone() });
+    }
+    Ok(())
+}
+
+pub(super) fn load_tip(conn: &Connection) -> Result<ChainTip, StoreError> {
+    let tip = conn
+        .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
+            Ok(ChainTip { seq: r.get(0)?, hash: r.get(1)? })
+        })
+        .optional()?;
+    Ok(tip.unwrap_or_else(ChainTip::genesis))
+}

@@ -1,0 +1,124 @@
+//! The single writer thread: group commit, savepoints per job, the audit chain's tip and its head
+//! written outside the database after each commit.
+//!
+//! **An acknowledged write is durable**: each job is answered only after the `COMMIT` of the batch that
+//! holds it returned.
+
+use std::any::Any;
+use std::sync::mpsc;
+
+use chrono::Utc;
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::{StoreError, WriteCtx};
+use crate::audit::anchor::AuditAnchor;
+use crate::audit::{self, ChainTip};
+
+pub(super) type AnyBox = Box<dyn Any + Send>;
+pub(super) type JobFn = Box<dyn FnOnce(&mut WriteCtx<'_>) -> Result<AnyBox, StoreError> + Send>;
+
+pub(super) enum Job {
+    Write { run: JobFn, reply: oneshot::Sender<Result<AnyBox, StoreError>> },
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+pub(super) fn writer_loop(
+    conn: Connection,
+    mut chain: ChainTip,
+    rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    anchor: &AuditAnchor,
+) {
+    let mut shutdown: Option<oneshot::Sender<()>> = None;
+    while shutdown.is_none() {
+        let Ok(first) = rx.recv() else { break };
+        let mut batch = Vec::new();
+        match first {
+            Job::Shutdown { done } => shutdown = Some(done),
+            Job::Write { run, reply } => batch.push((run, reply)),
+        }
+        while shutdown.is_none() && batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(Job::Write { run, reply }) => batch.push((run, reply)),
+                Ok(Job::Shutdown { done }) => shutdown = Some(done),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        run_batch(&conn, &mut chain, batch, anchor);
+    }
+    // Drain anything sent before the sender was dropped, so no acknowledged caller waits forever.
+    let rest: Vec<_> = rx
+        .try_iter()
+        .filter_map(|job| match job {
+            Job::Write { run, reply } => Some((run, reply)),
+            Job::Shutdown { .. } => None,
+        })
+        .collect();
+    if !rest.is_empty() {
+        run_batch(&conn, &mut chain, rest, anchor);
+    }
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    drop(conn);
+    if let Some(done) = shutdown {
+        let _ = done.send(());
+    }
+}
+
+type Reply = oneshot::Sender<Result<AnyBox, StoreError>>;
+type BatchItem = (JobFn, Reply);
+
+fn run_batch(conn: &Connection, chain: &mut ChainTip, batch: Vec<BatchItem>, anchor: &AuditAnchor) {
+    let chain_at_start = chain.clone();
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let message = e.to_string();
+        for (_, reply) in batch {
+            let _ = reply.send(Err(StoreError::Unavailable(format!("cannot begin a transaction: {message}"))));
+        }
+        return;
+    }
+    let now = Utc::now();
+    let mut results: Vec<(Reply, Result<AnyBox, StoreError>)> = Vec::with_capacity(batch.len());
+    for (run, reply) in batch {
+        let chain_before = chain.clone();
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            results.push((reply, Err(e.into())));
+            continue;
+        }
+        let outcome = {
+            let mut ctx = WriteCtx { conn, chain, anchor, now };
+            run(&mut ctx)
+        };
+        match outcome {
+            Ok(value) => {
+                let released = conn.execute_batch("RELEASE job");
+                results.push((reply, released.map(|_| value).map_err(Into::into)));
+            }
+            Err(err) => {
+                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                *chain = chain_before;
+                results.push((reply, Err(err)));
+            }
+        }
+    }
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        let _ = conn.execute_batch("ROLLBACK");
+        *chain = chain_at_start;
+        let message = e.to_string();
+        for (reply, _) in results {
+            let _ = reply.send(Err(StoreError::Unavailable(format!("commit failed: {message}"))));
+        }
+        return;
+    }
+    if chain.seq != chain_at_start.seq
+        && let Err(e) = anchor.write_head(&audit::anchor::Head { seq: chain.seq, hash: chain.hash.clone() })
+    {
+        tracing::warn!(error = %e, "Cannot write the audit head outside the database.");
+    }
+    for (reply, result) in results {
+        let _ = reply.send(result);
+    }
+}
