@@ -4,102 +4,20 @@
 //! default. Secrets are [`Secret`]s: they print as `********` in `Debug`, in `check-config` and in logs.
 //! `Settings::load` is the only entry point and runs the same validation `medic check-config` reports.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Format, Toml};
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use crate::conf::{ConfigError, Secret, empty_none};
+pub use crate::pipeline::PipelineConfig;
+pub use crate::store::{StoreConfig, Synchronous};
 
 /// The env prefix for overrides: `MEDIC_SERVER__BIND=0.0.0.0:8080` sets `server.bind`.
 pub const ENV_PREFIX: &str = "MEDIC_";
-
-/// A secret value from config: never printed. An empty string in TOML means "not set".
-#[derive(Clone)]
-pub struct Secret(SecretString);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(SecretString::from(value.into()))
-    }
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(********)")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self::new(s))
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("********")
-    }
-}
-
-/// `Option<T>` as a TOML string where `""` means `None`, so every key can be present in `medic.toml`.
-pub mod empty_none {
-    use super::*;
-
-    /// How an optional config value prints (secrets print masked).
-    pub trait ConfigText {
-        fn config_text(&self) -> String;
-    }
-    impl ConfigText for Secret {
-        fn config_text(&self) -> String {
-            "********".into()
-        }
-    }
-    impl ConfigText for PathBuf {
-        fn config_text(&self) -> String {
-            self.display().to_string()
-        }
-    }
-    impl ConfigText for String {
-        fn config_text(&self) -> String {
-            self.clone()
-        }
-    }
-    impl ConfigText for url::Url {
-        fn config_text(&self) -> String {
-            self.to_string()
-        }
-    }
-
-    pub fn serialize<S: Serializer, T: ConfigText>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(v) => s.serialize_str(&v.config_text()),
-            None => s.serialize_str(""),
-        }
-    }
-
-    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: FromStr,
-        T::Err: fmt::Display,
-    {
-        let raw = String::deserialize(d)?;
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
-            return Ok(None);
-        }
-        trimmed.parse::<T>().map(Some).map_err(serde::de::Error::custom)
-    }
-}
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -174,57 +92,6 @@ pub struct AuthConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    /// Directory for the database, memory, outbox and generated secrets.
-    pub data_dir: PathBuf,
-    /// SQLite `synchronous` level: "full" (survives power loss) or "normal" (survives process crashes).
-    pub synchronous: Synchronous,
-    /// Most write jobs grouped into one transaction (group commit).
-    pub max_batch: usize,
-    /// Closed incidents (with their timeline, events, approvals, actions and costs), sent outbox rows
-    /// and `.eml` files older than this are deleted. The audit log is never pruned. "0s": keep all.
-    #[serde(with = "humantime_serde")]
-    pub retention: std::time::Duration,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("data"),
-            synchronous: Synchronous::Full,
-            max_batch: 256,
-            retention: std::time::Duration::from_secs(30 * 24 * 3600),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    Full,
-    Normal,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PipelineConfig {
-    /// Incidents worked on at the same time (never two for one monitor).
-    pub max_concurrent: usize,
-    /// Retries of a stage that failed with a transient error.
-    pub max_transient_retries: u32,
-    /// First backoff delay; doubles each retry.
-    #[serde(with = "humantime_serde")]
-    pub retry_backoff: Duration,
-}
-
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        Self { max_concurrent: 8, max_transient_retries: 3, retry_backoff: Duration::from_millis(500) }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// "pretty" for people, "json" for log collectors. `RUST_LOG` overrides `level`.
     pub format: LogFormat,
@@ -242,22 +109,6 @@ impl Default for LogConfig {
 pub enum LogFormat {
     Pretty,
     Json,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("invalid configuration: {0}")]
-    Load(String),
-    #[error("invalid configuration: `{key}`: {message}")]
-    Invalid { key: String, message: String },
-    #[error("config file {path} does not exist")]
-    Missing { path: PathBuf },
-}
-
-impl ConfigError {
-    pub fn invalid(key: impl Into<String>, message: impl fmt::Display) -> Self {
-        Self::Invalid { key: key.into(), message: message.to_string() }
-    }
 }
 
 /// Where the config came from, for `check-config` and the start-up log.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, empty_none};
+use crate::conf::{ConfigError, empty_none};
 use crate::domain::{MonitorInfo, MonitorKey};
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]

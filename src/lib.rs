@@ -6,6 +6,7 @@ pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod collect;
+pub mod conf;
 pub mod config;
 pub mod diagnose;
 pub mod domain;

@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::audit::AuditRecord;
-use crate::config::{ConfigError, empty_none};
+use crate::conf::{ConfigError, empty_none};
 use crate::domain::{Actor, IncidentId, IncidentState, Transition};
 use crate::gate::{Authority, Gate};
 use crate::inventory::Target;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::conf::ConfigError;
 use crate::domain::EvidenceItem;
 use crate::gate::{DiagnosticCommand, Gate};
 use crate::inventory::Target;

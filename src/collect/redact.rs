@@ -7,7 +7,7 @@
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::conf::ConfigError;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

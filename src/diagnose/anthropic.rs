@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::provider::{Attempt, DiagnoseError, LlmProvider, LlmReply, LlmRequest, send_json, with_retries};
-use crate::config::Secret;
+use crate::conf::Secret;
 
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 

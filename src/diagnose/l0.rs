@@ -5,7 +5,7 @@
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::conf::ConfigError;
 use crate::domain::Diagnosis;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, Secret, empty_none};
+use crate::conf::{ConfigError, Secret, empty_none};
 use crate::domain::{Diagnosis, Recommendation};
 use cost::{CallRecord, PriceTable};
 use prompt::{PromptContext, PromptKind, Prompts};

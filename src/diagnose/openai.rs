@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::provider::{Attempt, DiagnoseError, LlmProvider, LlmReply, LlmRequest, send_json, with_retries};
-use crate::config::Secret;
+use crate::conf::Secret;
 
 pub struct OpenAiProvider {
     http: reqwest::Client,

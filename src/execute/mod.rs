@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::collect::redact::Redactor;
-use crate::config::ConfigError;
+use crate::conf::ConfigError;
 use crate::fault::Fault;
 use crate::gate::{ApprovedCommand, DryRun};
 use crate::transport::Transport;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::conf::ConfigError;
 use crate::domain::MonitorInfo;
 use crate::gate::{DiagnosticCommand, Gate};
 use crate::inventory::Target;

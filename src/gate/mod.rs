@@ -26,7 +26,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::config::{ConfigError, empty_none};
+use crate::conf::{ConfigError, empty_none};
 use rules::{Mode, PlaceholderType, Rules, RulesFile, Template, Word};
 use tokenize::{fold_for_blocklist, tokenize};
 

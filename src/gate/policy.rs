@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, NaiveTime, Utc, Weekday};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::conf::ConfigError;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

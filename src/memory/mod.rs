@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, Secret, empty_none};
+use crate::conf::{ConfigError, Secret, empty_none};
 use crate::fault::Fault;
 use embed::{Embedder, OllamaEmbedder, Vectors};
 

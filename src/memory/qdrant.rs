@@ -23,7 +23,7 @@ use qdrant_client::{Payload, Qdrant};
 
 use super::embed::{Vectors, dot, lexical};
 use super::{MemoryEntry, MemoryError, MemoryStore, Scored, SearchFilter};
-use crate::config::Secret;
+use crate::conf::Secret;
 
 pub const LEXICAL: &str = "lexical";
 pub const DENSE: &str = "dense";

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::approval::{ApprovalRequest, Approvals, Binding, Issued};
-use crate::config::{ConfigError, Secret, empty_none};
+use crate::conf::{ConfigError, Secret, empty_none};
 use crate::store::{IncidentRecord, StoreError, WriteCtx};
 use seal::{SealedBody, Sealer};
 

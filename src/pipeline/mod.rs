@@ -21,6 +21,7 @@ pub mod runner;
 mod steps;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
@@ -29,7 +30,6 @@ use crate::approval::Approvals;
 use crate::audit::AuditRecord;
 use crate::collect::Collector;
 use crate::collect::redact::Redactor;
-use crate::config::PipelineConfig;
 use crate::diagnose::Diagnoser;
 use crate::domain::{Actor, IncidentId, IncidentState, Transition};
 use crate::execute::{Executor, Verifier};
@@ -42,6 +42,24 @@ use crate::store::{IncidentRecord, Store, StoreError, WriteCtx};
 use crate::transport::Transports;
 
 pub use runner::Runner;
+
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Incidents worked on at the same time (never two for one monitor).
+    pub max_concurrent: usize,
+    /// Retries of a stage that failed with a transient error.
+    pub max_transient_retries: u32,
+    /// First backoff delay; doubles each retry.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self { max_concurrent: 8, max_transient_retries: 3, retry_backoff: Duration::from_millis(500) }
+    }
+}
 
 /// Why a step could not complete.
 #[derive(Debug, thiserror::Error)]

@@ -30,13 +30,46 @@ use tokio::sync::oneshot;
 
 use crate::audit::anchor::AuditAnchor;
 use crate::audit::{self, ChainTip, StoredRow};
-use crate::config::{StoreConfig, Synchronous};
 use crate::domain::{Actor, Alert, IncidentId, MonitorKey, Transition};
 use crate::gate::ActionRecord;
 
 pub use model::{DigestStats, IncidentFilter, IncidentRecord, IngestAction, IngestOutcome, TimelineEntry};
 
 pub use error::StoreError;
+
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Directory for the database, memory, outbox and generated secrets.
+    pub data_dir: PathBuf,
+    /// SQLite `synchronous` level: "full" (survives power loss) or "normal" (survives process crashes).
+    pub synchronous: Synchronous,
+    /// Most write jobs grouped into one transaction (group commit).
+    pub max_batch: usize,
+    /// Closed incidents (with their timeline, events, approvals, actions and costs), sent outbox rows
+    /// and `.eml` files older than this are deleted. The audit log is never pruned. "0s": keep all.
+    #[serde(with = "humantime_serde")]
+    pub retention: std::time::Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            synchronous: Synchronous::Full,
+            max_batch: 256,
+            retention: std::time::Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
 pub use schema::audit_rows_read_only;
 use schema::{check_anchor, load_tip, migrate, open_connection, read_audit_rows};
 use writer::{AnyBox, Job, JobFn, writer_loop};

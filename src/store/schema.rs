@@ -6,10 +6,10 @@ use std::time::Duration;
 use chrono::Utc;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+use super::Synchronous;
 use super::{StoreError, WriteCtx};
 use crate::audit::anchor::AuditAnchor;
 use crate::audit::{self, AuditRecord, ChainTip, StoredRow};
-use crate::config::Synchronous;
 use crate::domain::Actor;
 
 const SCHEMA: &str = include_str!("schema.sql");

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::config::ConfigError;
+use crate::conf::ConfigError;
 use crate::fault::Fault;
 use crate::gate::{ApprovedCommand, DiagnosticCommand};
 use crate::inventory::{HostConfig, TransportKind};
