@@ -31,8 +31,18 @@ pub(super) fn writer_loop(
     anchor: &AuditAnchor,
 ) {
     let mut shutdown: Option<oneshot::Sender<()>> = None;
+    // The head outside the database is rewritten at most every HEAD_EVERY (a file replace per commit
+    // would cost more than the commit), and whenever the writer goes quiet or stops.
+    let mut head = HeadWriter::new(anchor, &chain);
     while shutdown.is_none() {
-        let Ok(first) = rx.recv() else { break };
+        let first = match rx.recv_timeout(HEAD_EVERY) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                head.flush(&chain);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut batch = Vec::new();
         match first {
             Job::Shutdown { done } => shutdown = Some(done),
@@ -49,6 +59,7 @@ pub(super) fn writer_loop(
             continue;
         }
         run_batch(&conn, &mut chain, batch, anchor);
+        head.maybe(&chain);
     }
     // Drain anything sent before the sender was dropped, so no acknowledged caller waits forever.
     let rest: Vec<_> = rx
@@ -61,10 +72,45 @@ pub(super) fn writer_loop(
     if !rest.is_empty() {
         run_batch(&conn, &mut chain, rest, anchor);
     }
+    head.flush(&chain);
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
     drop(conn);
     if let Some(done) = shutdown {
         let _ = done.send(());
+    }
+}
+
+const HEAD_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Writes the audit head outside the database when the chain moved, at most every [`HEAD_EVERY`].
+struct HeadWriter<'a> {
+    anchor: &'a AuditAnchor,
+    written: i64,
+    at: std::time::Instant,
+}
+
+impl<'a> HeadWriter<'a> {
+    fn new(anchor: &'a AuditAnchor, chain: &ChainTip) -> Self {
+        Self { anchor, written: chain.seq, at: std::time::Instant::now() }
+    }
+
+    fn maybe(&mut self, chain: &ChainTip) {
+        if self.at.elapsed() >= HEAD_EVERY {
+            self.flush(chain);
+        }
+    }
+
+    fn flush(&mut self, chain: &ChainTip) {
+        if chain.seq == self.written {
+            return;
+        }
+        match self.anchor.write_head(&audit::anchor::Head { seq: chain.seq, hash: chain.hash.clone() }) {
+            Ok(()) => {
+                self.written = chain.seq;
+                self.at = std::time::Instant::now();
+            }
+            Err(e) => tracing::warn!(error = %e, "Cannot write the audit head outside the database."),
+        }
     }
 }
 
@@ -112,11 +158,6 @@ fn run_batch(conn: &Connection, chain: &mut ChainTip, batch: Vec<BatchItem>, anc
             let _ = reply.send(Err(StoreError::Unavailable(format!("commit failed: {message}"))));
         }
         return;
-    }
-    if chain.seq != chain_at_start.seq
-        && let Err(e) = anchor.write_head(&audit::anchor::Head { seq: chain.seq, hash: chain.hash.clone() })
-    {
-        tracing::warn!(error = %e, "Cannot write the audit head outside the database.");
     }
     for (reply, result) in results {
         let _ = reply.send(result);
