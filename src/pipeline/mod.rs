@@ -16,6 +16,7 @@
 //! approval.
 
 mod context;
+mod escalation;
 pub mod lifecycle;
 pub mod runner;
 mod steps;
@@ -42,6 +43,9 @@ use crate::store::{IncidentRecord, Store, StoreError, WriteCtx};
 use crate::transport::Transports;
 
 pub use runner::Runner;
+
+/// Why an incident cannot be worked on: its monitor maps to no host.
+const NO_HOST: &str = "no host mapping";
 
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
