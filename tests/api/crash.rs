@@ -122,18 +122,10 @@ async fn an_incident_committed_without_its_answer_is_processed_without_a_restart
 #[tokio::test]
 async fn retention_deletes_old_closed_incidents_and_files_but_never_the_audit_log() {
     let app = crate::helpers::TestApp::spawn().await;
-    let send = |name: &'static str| {
-        let body = std::fs::read_to_string(kuma(name)).unwrap();
-        app.client
-            .post(app.url("/hooks/uptime-kuma"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-    };
-    let closed: Value = send("down_json.json").await.unwrap().json().await.unwrap();
+    let fixture = |name: &str| serde_json::from_str::<Value>(&std::fs::read_to_string(kuma(name)).unwrap()).unwrap();
+    let closed: Value = app.post_kuma_json(&fixture("down_json.json")).await.json().await.unwrap();
     let closed = closed["incident_id"].as_str().unwrap().to_string();
-    assert_eq!(send("up_json.json").await.unwrap().status(), 202);
+    assert_eq!(app.post_kuma_json(&fixture("up_json.json")).await.status(), 202);
     let open = app
         .client
         .post(app.url("/api/v1/incidents"))

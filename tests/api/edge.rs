@@ -211,20 +211,15 @@ async fn a_full_disk_answers_503_with_retry_after_and_medic_recovers_by_itself()
     let app = TestApp::spawn_with(|s| s.store.data_dir = data.clone()).await;
     let post = |i: usize| {
         let body = serde_json::json!({"heartbeat": {"status": 0, "msg": "x".repeat(200_000)},
-                                      "monitor": {"id": format!("m{i}"), "name": "m"}})
-        .to_string();
-        app.client
-            .post(app.url("/hooks/uptime-kuma"))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+                                      "monitor": {"id": format!("m{i}"), "name": "m"}});
+        let app = &app;
+        async move { app.post_kuma_json(&body).await }
     };
-    assert_eq!(post(0).await.unwrap().status(), 202);
+    assert_eq!(post(0).await.status(), 202);
     let filler = disk.fill();
     let mut refused = None;
     for i in 1..40 {
-        let r = post(i).await.unwrap();
+        let r = post(i).await;
         if r.status() == 503 {
             refused = Some(r);
             break;
@@ -239,7 +234,7 @@ async fn a_full_disk_answers_503_with_retry_after_and_medic_recovers_by_itself()
     assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200, "alive all the same");
     // Space frees: medic takes webhooks again with no restart.
     std::fs::remove_file(filler).unwrap();
-    assert_eq!(post(100).await.unwrap().status(), 202);
+    assert_eq!(post(100).await.status(), 202);
     assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), 200);
     let listed = app.incidents("limit=500").await;
     assert!(listed.iter().any(|i| i["monitor_id"] == "m100"));
