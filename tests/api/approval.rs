@@ -298,9 +298,7 @@ async fn host_header_poisoning_does_not_change_links_and_model_text_stays_inert(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_outbox_survives_a_restart_and_sends_each_email_exactly_once() {
     // SMTP is down at first: reserve a port with nothing listening on it.
-    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = reserved.local_addr().unwrap().port();
-    drop(reserved);
+    let port = crate::sshd::free_port();
     let world = World::start(Options { l1: false, l2: false, smtp: false, ..Options::default() }).await;
     let mut settings = world.options_settings.clone();
     settings.notify.email.smtp_host = "127.0.0.1".into();

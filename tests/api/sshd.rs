@@ -9,7 +9,21 @@ use std::time::{Duration, Instant};
 use medic::inventory::{HostConfig, KnownHostsPolicy, TransportKind};
 use tempfile::TempDir;
 
+/// A free port for a server a test starts later (sshd, nginx, chromedriver), chosen *below* the kernel's
+/// ephemeral range (32768–60999 by default): a port picked by `bind(0)` and released could be taken by
+/// any client socket before the server binds it (a test that opens hundreds of connections made that
+/// happen); ports below the range are never handed out to client sockets.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Spread concurrent callers over the range; each process starts at a different place.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 10_000) as u16;
+    for _ in 0..20_000 {
+        let port = 20_000 + (start + NEXT.fetch_add(7, Ordering::SeqCst)) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
