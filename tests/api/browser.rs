@@ -138,6 +138,16 @@ async fn in_chromium_each_link_does_one_thing_a_cross_site_post_is_refused_and_a
     let (approve, reject) = (approval_link(&mail), reject_link(&mail));
     let browser = Browser::start().await;
 
+    // The email as a mail client would show its HTML part: medic's command and buttons come first.
+    let html = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("approval-email.html");
+    std::fs::write(&html, &mail.html).unwrap();
+    browser.goto(&format!("file://{}", html.display())).await;
+    let shown = browser.source().await;
+    let (command_at, quoted_at) =
+        (shown.find(&world.start_command()).unwrap(), shown.find("The monitor said").unwrap());
+    assert!(command_at < quoted_at, "the command comes before quoted text");
+    browser.screenshot("approval-email.png").await;
+
     // The reject link offers only a reject button.
     browser.goto(&reject).await;
     assert!(browser.title().await.contains("reject"), "{}", browser.source().await);
