@@ -235,10 +235,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (settings, _) = load_settings(cli.config.as_deref())?;
             audit_verify(&settings.store.data_dir)
         }
-        Command::Audit(cmd) => {
+        Command::Audit(AuditCommand::Export { since, incident, output }) => {
             let (settings, _) = load_settings(cli.config.as_deref())?;
             let store = open_existing_store(&settings)?;
-            audit(cmd, &store).await
+            audit_export(&store, since.as_deref(), incident.as_deref(), output).await
         }
         Command::Hooks(HooksCommand::Replay { file, url, token }) => replay(&file, &url, token.as_deref()).await,
         Command::Memory(cmd) => {
@@ -448,35 +448,31 @@ fn audit_verify(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn audit(cmd: AuditCommand, store: &Store) -> anyhow::Result<ExitCode> {
-    match cmd {
-        AuditCommand::Verify => unreachable!("handled before the store opens"),
-        AuditCommand::Export { since, incident, output } => {
-            let since = since
-                .as_deref()
-                .map(|s| chrono::DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&chrono::Utc)))
-                .transpose()
-                .context("--since must be an RFC 3339 time, e.g. 2026-11-22T00:00:00Z")?;
-            let incident = incident
-                .as_deref()
-                .map(str::parse::<IncidentId>)
-                .transpose()
-                .context("--incident must be an incident id")?;
-            let events = store.audit_events(since, incident).await?;
-            let mut out: Box<dyn Write> = match output {
-                Some(path) => {
-                    Box::new(std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?)
-                }
-                None => Box::new(std::io::stdout().lock()),
-            };
-            for event in events {
-                serde_json::to_writer(&mut out, &event)?;
-                out.write_all(b"\n")?;
-            }
-            out.flush()?;
-            Ok(ExitCode::SUCCESS)
+/// `medic audit export`: the events as JSONL, with their hashes and MACs.
+async fn audit_export(
+    store: &Store,
+    since: Option<&str>,
+    incident: Option<&str>,
+    output: Option<std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let since = since
+        .map(|s| chrono::DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&chrono::Utc)))
+        .transpose()
+        .context("--since must be an RFC 3339 time, e.g. 2026-11-22T00:00:00Z")?;
+    let incident = incident.map(str::parse::<IncidentId>).transpose().context("--incident must be an incident id")?;
+    let events = store.audit_events(since, incident).await?;
+    let mut out: Box<dyn Write> = match output {
+        Some(path) => {
+            Box::new(std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?)
         }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    for event in events {
+        serde_json::to_writer(&mut out, &event)?;
+        out.write_all(b"\n")?;
     }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A captured request: the headers worth resending and the body.

@@ -219,7 +219,7 @@ impl NotifyConfig {
 pub struct EventDetails {
     /// The command proposed, run, or to approve (canonical argv).
     pub command: Option<Vec<String>>,
-    /// The rollback line as shown: already gated (see `Notifier::rollback_line`).
+    /// The rollback line as shown: already gated (see `Notifier::gated_command_line`).
     pub rollback: Option<String>,
     /// Where the command to approve would run (approval requests only).
     pub binding: Option<Binding>,
@@ -320,9 +320,9 @@ impl Notifier {
         &self.sealer
     }
 
-    /// How a model's rollback is shown: the gate's canonical argv and verdict, or only the fact that
-    /// one was proposed and refused. Never the model's own string.
-    pub fn rollback_line(&self, rollback: Option<&str>, host: Option<&str>) -> Option<String> {
+    /// How a command a model proposed (a rollback, a recommendation) is shown: the gate's canonical argv
+    /// and verdict, or only the fact that one was proposed and refused. Never the model's own string.
+    pub fn gated_command_line(&self, rollback: Option<&str>, host: Option<&str>) -> Option<String> {
         let raw = rollback?.trim();
         if raw.is_empty() || raw.eq_ignore_ascii_case("none") {
             return None;

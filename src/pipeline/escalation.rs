@@ -113,7 +113,7 @@ impl Pipeline {
         let rollback = self
             .stages
             .notifier
-            .rollback_line(recommendation.as_ref().and_then(|r| r.rollback_command.as_deref()), host.as_deref());
+            .gated_command_line(recommendation.as_ref().and_then(|r| r.rollback_command.as_deref()), host.as_deref());
         let base_reason = incident.details.escalation_reason.clone().unwrap_or_else(|| "escalated".into());
         let reason = if notes.is_empty() { base_reason } else { format!("{base_reason}; {}", notes.join("; ")) };
         let breaker = incident.details.breaker.clone();

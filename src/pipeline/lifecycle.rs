@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Runner;
-use crate::approval::Approvals;
+use crate::approval::{Approvals, Closed, ask_again};
 use crate::audit::AuditRecord;
-use crate::domain::{Actor, IncidentState, Transition};
+use crate::domain::{Actor, IncidentState};
 use crate::store::Store;
 
 /// How often to look: a quarter of the link lifetime, between 1 s and 30 s.
@@ -45,13 +45,8 @@ pub async fn sweep_expired_approvals(store: &Store, approvals: &Approvals, runne
                 if state != IncidentState::AwaitingApproval {
                     return Ok(false);
                 }
-                ctx.conn().execute(
-                    "UPDATE approvals SET decided_at = ?2, decision = 'expired' WHERE incident_id = ?1 AND decided_at IS NULL",
-                    rusqlite::params![id.to_string(), crate::audit::format_time(ctx.now())],
-                )?;
-                ctx.audit(Some(id), Actor::System, AuditRecord::ApprovalExpired { requests, next: next.clone() })?;
-                ctx.update_details(id, |d| d.escalation_reason = Some(reason.clone()))?;
-                ctx.transition(id, &Transition::new(state, IncidentState::Escalated, reason)?, Actor::System)?;
+                let record = AuditRecord::ApprovalExpired { requests, next: next.clone() };
+                ask_again(ctx, id, Closed::Expired, &reason, (Actor::System, record))?;
                 Ok(true)
             })
             .await;

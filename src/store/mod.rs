@@ -37,6 +37,11 @@ pub use model::{DigestStats, IncidentFilter, IncidentRecord, IngestAction, Inges
 
 pub use error::StoreError;
 
+/// Incidents the pipeline can move on: open, not parked, not waiting for a human. The partial index
+/// `incidents_runnable` in `schema.sql` has exactly this condition (SQLite uses it only when they match).
+const RUNNABLE: &str = "state NOT IN ('resolved', 'rejected', 'recovered_by_monitor', 'failed', 'awaiting_approval')
+      AND parked_reason IS NULL";
+
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
@@ -251,12 +256,9 @@ impl Store {
     /// human), by an index over exactly those: the runner's claim query.
     pub async fn next_runnable(&self, limit: usize) -> Result<Vec<IncidentId>, StoreError> {
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id FROM incidents INDEXED BY incidents_runnable
-                 WHERE state NOT IN ('resolved', 'rejected', 'recovered_by_monitor', 'failed', 'awaiting_approval')
-                   AND parked_reason IS NULL
-                 ORDER BY opened_at LIMIT ?1",
-            )?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT id FROM incidents INDEXED BY incidents_runnable WHERE {RUNNABLE} ORDER BY opened_at LIMIT ?1"
+            ))?;
             let ids = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
             ids.into_iter().map(|id| id.parse().map_err(|e: uuid::Error| StoreError::Corrupt(e.to_string()))).collect()
         })
@@ -266,13 +268,8 @@ impl Store {
     /// How many incidents the pipeline can move on (for the start-up log).
     pub async fn count_runnable(&self) -> Result<u64, StoreError> {
         self.read(|conn| {
-            Ok(conn.query_row(
-                "SELECT COUNT(*) FROM incidents INDEXED BY incidents_runnable
-                 WHERE state NOT IN ('resolved', 'rejected', 'recovered_by_monitor', 'failed', 'awaiting_approval')
-                   AND parked_reason IS NULL",
-                [],
-                |r| r.get(0),
-            )?)
+            let sql = format!("SELECT COUNT(*) FROM incidents INDEXED BY incidents_runnable WHERE {RUNNABLE}");
+            Ok(conn.query_row(&sql, [], |r| r.get(0))?)
         })
         .await
     }

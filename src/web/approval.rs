@@ -129,8 +129,7 @@ async fn refuse(
     message: String,
 ) -> Response {
     let who = decider(peer, headers);
-    let ip = peer.map(|p| p.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let refusal = state.throttle.refused(ip, strike);
+    let refusal = state.throttle.refused(peer_ip(peer), strike);
     info!(status = status.as_u16(), client = %who.ip, attempts = refusal.count, reason = %message, "Approval attempt refused.");
     if refusal.audit {
         let record = AuditRecord::ApprovalRefused {

@@ -107,7 +107,8 @@ pub async fn show(
     let host = incident.host.clone().or(d.host_name.clone());
     let level2 = d.level_2_recommendation.as_ref().map(|r| {
         // Commands are shown as the gate rebuilt them, or not at all.
-        let gated = |c: Option<&str>| state.notifier.rollback_line(c, host.as_deref()).unwrap_or_else(|| "none".into());
+        let gated =
+            |c: Option<&str>| state.notifier.gated_command_line(c, host.as_deref()).unwrap_or_else(|| "none".into());
         redact(&format!(
             "{} (risk {}, confidence {:.2})\ncommand: {}\nrollback: {}",
             r.root_cause,

@@ -71,7 +71,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, signal
         .header_read_timeout(limits.header_timeout)
         // Above medic's own header limit (`security::MAX_HEADER_BYTES`), so medic answers 431 itself.
         .max_buf_size(256 * 1024)
-        .max_headers(security_headers_cap());
+        .max_headers(2 * super::security::MAX_HEADERS);
     tokio::pin!(signal);
     loop {
         let (stream, peer) = tokio::select! {
@@ -128,10 +128,6 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, signal
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
-}
-
-fn security_headers_cap() -> usize {
-    super::security::MAX_HEADERS * 2
 }
 
 /// Counts an open connection for as long as it lives.
