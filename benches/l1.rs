@@ -106,8 +106,14 @@ async fn prompts_and_calls(front: &model_front::ModelFront) {
             let ctx = context(evidence);
             let (system, user) = prompts.render(PromptKind::L1, &ctx).unwrap();
             let count = tokens(&client, &front.base, &system).await + tokens(&client, &front.base, &user).await;
-            let request =
-                LlmRequest { system, user, schema: ctx.reply_schema.clone(), max_tokens: 512, temperature: 0.0 };
+            let request = LlmRequest {
+                system,
+                user,
+                schema: ctx.reply_schema.clone(),
+                max_tokens: 512,
+                temperature: 0.0,
+                seed: None,
+            };
             let started = Instant::now();
             let reply = provider.complete(&request).await.expect("the model answers");
             let took = started.elapsed();

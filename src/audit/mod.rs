@@ -63,6 +63,11 @@ pub enum AuditRecord {
         stage: String,
         reason: String,
     },
+    /// What the deterministic evidence checks found; `veto` when they forbid an automatic action.
+    EvidenceChecked {
+        summary: String,
+        veto: Option<String>,
+    },
     GateVerdict {
         command: String,
         verdict: String,

@@ -74,7 +74,7 @@ impl Collector {
     pub fn plan(&self, target: &Target) -> Vec<Planned> {
         let lines = self.config.lines.to_string();
         let mut out = Vec::new();
-        for template in self.gate.diagnostic_templates() {
+        for template in self.gate.diagnostic_templates(&target.service) {
             if !target.host.log_sources.is_empty() && !target.host.log_sources.contains(&template) {
                 continue;
             }

@@ -8,9 +8,11 @@
 //! levels and the escalation policy live in `pipeline/`.
 
 pub mod anthropic;
+pub mod checks;
 pub mod compact;
 pub mod cost;
 pub mod l0;
+pub mod l1;
 pub mod ollama;
 pub mod openai;
 pub mod parse;
@@ -96,6 +98,14 @@ pub struct DiagnoseConfig {
     pub compact_evidence: bool,
     /// With compaction, lines kept per diagnostic command.
     pub compact_max_lines: usize,
+    /// Deterministic checks over the evidence before any model (`diagnose/checks.rs`): a finding such
+    /// as a failing config test or a port taken by another process vetoes automatic action.
+    pub evidence_checks: bool,
+    /// Level-1 replies sampled per diagnosis; confidence = agreement × the checks' support
+    /// (`diagnose/l1.rs`). 1: one reply at `l1.temperature`, agreement 1.
+    pub l1_samples: u32,
+    /// Temperature of the samples when `l1_samples` > 1 (seeds 1..k, so reruns draw the same).
+    pub l1_sample_temperature: f64,
     /// Level 1 chooses its command from the allowed commands spelled out (an enum in the reply schema,
     /// enforced by Ollama and OpenAI-compatible servers) when there are at most 64 of them.
     pub constrain_l1_commands: bool,
@@ -120,6 +130,9 @@ impl Default for DiagnoseConfig {
             compact_evidence: true,
             compact_max_lines: 40,
             constrain_l1_commands: true,
+            evidence_checks: true,
+            l1_samples: 3,
+            l1_sample_temperature: 0.7,
             l2_requires_human_approval: true,
             l1: ProviderConfig {
                 provider: ProviderKind::Ollama,
@@ -160,6 +173,12 @@ impl DiagnoseConfig {
         }
         if self.compact_max_lines < 10 {
             return Err(ConfigError::invalid("diagnose.compact_max_lines", "must be at least 10"));
+        }
+        if !(1..=9).contains(&self.l1_samples) {
+            return Err(ConfigError::invalid("diagnose.l1_samples", "must be between 1 and 9"));
+        }
+        if !(0.0..=2.0).contains(&self.l1_sample_temperature) {
+            return Err(ConfigError::invalid("diagnose.l1_sample_temperature", "must be between 0 and 2"));
         }
         if self.max_attempts == 0 {
             return Err(ConfigError::invalid("diagnose.max_attempts", "must be at least 1"));
@@ -275,7 +294,8 @@ impl Diagnoser {
         self.l2.as_ref().is_some_and(|p| self.config.prices.contains_key(p.model()))
     }
 
-    async fn call(
+    #[allow(clippy::too_many_arguments)]
+    async fn call_seeded(
         &self,
         provider: &Arc<dyn LlmProvider>,
         kind: PromptKind,
@@ -283,6 +303,7 @@ impl Diagnoser {
         context: &PromptContext,
         max_tokens: u32,
         temperature: f32,
+        seed: Option<u32>,
     ) -> (Result<LlmReply, DiagnoseError>, Option<CallRecord>) {
         let (system, user) = match self.prompts.render(kind, context) {
             Ok(p) => p,
@@ -293,7 +314,7 @@ impl Diagnoser {
             (_, PromptKind::L1) => parse::diagnosis_schema(&[]),
             (_, PromptKind::L2) => parse::recommendation_schema(),
         };
-        let request = LlmRequest { system, user, schema, max_tokens, temperature };
+        let request = LlmRequest { system, user, schema, max_tokens, temperature, seed };
         let started = std::time::Instant::now();
         let result = provider.complete(&request).await;
         let duration_ms = started.elapsed().as_millis() as u64;
@@ -324,13 +345,22 @@ impl Diagnoser {
         (result, Some(record))
     }
 
-    /// Level 1: the local model's diagnosis.
+    /// Level 1, one reply, with the model's own confidence (the pipeline uses
+    /// [`Diagnoser::level1_sampled`]; this is the single call it is made of, and the benchmark's baseline).
     pub async fn level1(&self, context: &PromptContext) -> (Result<Diagnosis, DiagnoseError>, Option<CallRecord>) {
         let Some(provider) = &self.l1 else {
             return (Err(DiagnoseError::Unavailable("level 1 is not configured (diagnose.l1.url)".into())), None);
         };
         let (reply, mut record) = self
-            .call(provider, PromptKind::L1, "l1", context, self.config.l1.max_tokens, self.config.l1.temperature)
+            .call_seeded(
+                provider,
+                PromptKind::L1,
+                "l1",
+                context,
+                self.config.l1.max_tokens,
+                self.config.l1.temperature,
+                None,
+            )
             .await;
         let parsed = reply.and_then(|r| parse::diagnosis(&r.text, "l1"));
         if let (Err(e @ DiagnoseError::Unparseable(_)), Some(r)) = (&parsed, record.as_mut()) {
@@ -345,7 +375,15 @@ impl Diagnoser {
             return (Err(DiagnoseError::Unavailable("level 2 is not configured (diagnose.l2)".into())), None);
         };
         let (reply, mut record) = self
-            .call(provider, PromptKind::L2, "l2", context, self.config.l2.max_tokens, self.config.l2.temperature)
+            .call_seeded(
+                provider,
+                PromptKind::L2,
+                "l2",
+                context,
+                self.config.l2.max_tokens,
+                self.config.l2.temperature,
+                None,
+            )
             .await;
         let parsed = reply.and_then(|r| parse::recommendation(&r.text, self.config.l2_requires_human_approval));
         if let (Err(e @ DiagnoseError::Unparseable(_)), Some(r)) = (&parsed, record.as_mut()) {

@@ -61,7 +61,14 @@ impl LlmProvider for OllamaProvider {
                 vec![ChatMessage::system(request.system.clone()), ChatMessage::user(request.user.clone())],
             )
             .format(FormatType::StructuredJson(Box::new(JsonStructure::new_for_schema(schema.clone()))))
-            .options(ModelOptions::default().temperature(request.temperature).num_predict(request.max_tokens as i32));
+            .options({
+                let options =
+                    ModelOptions::default().temperature(request.temperature).num_predict(request.max_tokens as i32);
+                match request.seed {
+                    Some(seed) => options.seed(seed as i32),
+                    None => options,
+                }
+            });
             match tokio::time::timeout(self.timeout, self.client.send_chat_messages(chat)).await {
                 Err(_) => Attempt::Retry { error: DiagnoseError::Timeout(self.timeout), after: None },
                 Ok(Err(e)) => classify(e),

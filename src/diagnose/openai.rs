@@ -58,7 +58,7 @@ impl OpenAiProvider {
     }
 
     async fn attempt(&self, request: &LlmRequest) -> Attempt {
-        let body = json!({
+        let mut body = json!({
             "model": self.model,
             "temperature": request.temperature,
             "max_tokens": request.max_tokens,
@@ -68,6 +68,9 @@ impl OpenAiProvider {
             ],
             "response_format": {"type": "json_schema", "json_schema": {"name": "medic_reply", "strict": true, "schema": request.schema}},
         });
+        if let Some(seed) = request.seed {
+            body["seed"] = json!(seed);
+        }
         let mut call = self.http.post(&self.url).json(&body);
         if let Some(key) = &self.key {
             call = call.bearer_auth(key.expose());

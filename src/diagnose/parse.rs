@@ -1,7 +1,8 @@
-//! Strict parsing of model replies. A reply is untrusted input: it must be exactly one JSON object of
-//! the expected shape (unknown fields refused), or it is "unparseable" and the incident escalates. The
-//! only leniency: one markdown fence around the whole reply is removed. `action_command` stays a plain
-//! string here; only the gate decides what it may become.
+//! Strict parsing of model replies. A reply is untrusted input: it must be exactly one JSON object with
+//! every required field of the right type and within bounds, or it is "unparseable" and the incident
+//! escalates. Two leniencies: one markdown fence around the whole reply is removed, and fields outside
+//! the schema are ignored and logged (a server that does not enforce `json_schema` adds some; they are
+//! never read). `action_command` stays a plain string here; only the gate decides what it may become.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -13,8 +14,9 @@ const MAX_TEXT: usize = 4000;
 const MAX_COMMAND: usize = 512;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawDiagnosis {
+    #[serde(default)]
+    problem: Option<String>,
     cause: String,
     confidence: f64,
     action_command: Option<String>,
@@ -23,7 +25,6 @@ struct RawDiagnosis {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawRecommendation {
     root_cause: String,
     action_command: Option<String>,
@@ -33,6 +34,23 @@ struct RawRecommendation {
     confidence: f64,
     requires_human_approval: bool,
 }
+
+/// The first question level 1 answers: what kind of problem the evidence shows. Only the first two are
+/// fixed by a restart; any other answer is an abstention, whatever command the reply names. A class is
+/// an easier question for a small model than "which command", and answering it costs nothing.
+pub const PROBLEMS: [(&str, bool); 11] = [
+    ("service stopped or crashed", true),
+    ("service running but hung or overloaded", true),
+    ("configuration error", false),
+    ("port already in use", false),
+    ("permission denied", false),
+    ("disk full", false),
+    ("certificate problem", false),
+    ("upstream or dependency down", false),
+    ("DNS or network problem", false),
+    ("no problem visible", false),
+    ("something else", false),
+];
 
 /// The level-1 reply schema. `choices`: the concrete allowed commands for this incident; when given,
 /// `action_command` is an enum of them plus "none", so a server that enforces the schema (Ollama's
@@ -47,15 +65,17 @@ pub fn diagnosis_schema(choices: &[String]) -> Value {
         values.push(json!("none"));
         json!({"type": "string", "enum": values, "description": "the allowed command that fixes the cause, or \"none\""})
     };
+    let problems: Vec<&str> = PROBLEMS.iter().map(|(p, _)| *p).collect();
     json!({
         "type": "object",
         "properties": {
+            "problem": {"type": "string", "enum": problems, "description": "what the evidence shows"},
             "cause": {"type": "string", "maxLength": 300, "description": "the most likely cause, one or two sentences"},
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
             "action_command": command,
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
             "rationale": {"type": "string", "maxLength": 400, "description": "why, in one to three sentences"}
         },
-        "required": ["cause", "confidence", "action_command", "rationale"],
+        "required": ["problem", "cause", "action_command", "confidence", "rationale"],
         "additionalProperties": false
     })
 }
@@ -96,14 +116,29 @@ fn object_text(reply: &str) -> Result<&str, DiagnoseError> {
     Ok(text)
 }
 
-/// serde fills a missing `Option` with None; a reply must still name every required key.
-fn require_keys(text: &str, keys: &[&str]) -> Result<(), DiagnoseError> {
+/// serde fills a missing `Option` with None; a reply must still name every required key. Keys outside
+/// `known` are logged (names only, bounded: the values are untrusted) and otherwise ignored.
+fn require_keys(text: &str, keys: &[&str], known: &[&str]) -> Result<(), DiagnoseError> {
     let value: Value = serde_json::from_str(text).map_err(|e| unparseable(e.to_string()))?;
     let object = value.as_object().ok_or_else(|| unparseable("reply is not a JSON object"))?;
-    match keys.iter().find(|k| !object.contains_key(**k)) {
-        Some(missing) => Err(unparseable(format!("missing field `{missing}`"))),
-        None => Ok(()),
+    if let Some(missing) = keys.iter().find(|k| !object.contains_key(**k)) {
+        return Err(unparseable(format!("missing field `{missing}`")));
     }
+    let extra = ignored_fields(object, known);
+    if !extra.is_empty() {
+        tracing::warn!(fields = ?extra, "Model reply has fields outside the schema; ignored.");
+    }
+    Ok(())
+}
+
+/// Names of the fields outside the schema (at most 10, each cut to 40 characters, shown escaped).
+pub fn ignored_fields(object: &serde_json::Map<String, Value>, known: &[&str]) -> Vec<String> {
+    object
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .take(10)
+        .map(|k| k.chars().take(40).flat_map(char::escape_debug).collect())
+        .collect()
 }
 
 fn checked_text(field: &str, value: String, max: usize) -> Result<String, DiagnoseError> {
@@ -137,22 +172,46 @@ fn checked_confidence(value: f64) -> Result<f64, DiagnoseError> {
 }
 
 pub fn diagnosis(reply: &str, level: &str) -> Result<Diagnosis, DiagnoseError> {
+    diagnosis_with_problem(reply, level).map(|(d, _)| d)
+}
+
+/// A level-1 reply and the problem class it named. A class that a restart does not fix (or one outside
+/// [`PROBLEMS`]) makes the reply an abstention: no command, whatever `action_command` says. `problem`
+/// is optional so that replies to an older prompt still parse.
+pub fn diagnosis_with_problem(reply: &str, level: &str) -> Result<(Diagnosis, Option<String>), DiagnoseError> {
     let text = object_text(reply)?;
-    require_keys(text, &["cause", "confidence", "action_command"])?;
+    require_keys(
+        text,
+        &["cause", "confidence", "action_command"],
+        &["problem", "cause", "confidence", "action_command", "rationale"],
+    )?;
     let raw: RawDiagnosis = serde_json::from_str(text).map_err(|e| unparseable(e.to_string()))?;
-    Ok(Diagnosis {
+    let problem = raw.problem.map(|p| p.trim().chars().take(80).collect::<String>());
+    let mut action_command = checked_command("action_command", raw.action_command)?;
+    if let Some(p) = &problem
+        && !PROBLEMS.iter().any(|(name, fixable)| *fixable && name.eq_ignore_ascii_case(p))
+    {
+        action_command = None;
+    }
+    let diagnosis = Diagnosis {
         cause: checked_text("cause", raw.cause, MAX_TEXT)?,
         confidence: checked_confidence(raw.confidence)?,
-        action_command: checked_command("action_command", raw.action_command)?,
+        action_command,
         rationale: raw.rationale.trim().chars().take(MAX_TEXT).collect(),
         level: level.to_string(),
-    })
+    };
+    Ok((diagnosis, problem))
 }
 
 /// `force_human`: policy says L2 always needs a human, whatever the model claims.
 pub fn recommendation(reply: &str, force_human: bool) -> Result<Recommendation, DiagnoseError> {
     let text = object_text(reply)?;
-    require_keys(text, &["root_cause", "action_command", "risk", "confidence", "requires_human_approval"])?;
+    const REQUIRED: [&str; 5] = ["root_cause", "action_command", "risk", "confidence", "requires_human_approval"];
+    require_keys(
+        text,
+        &REQUIRED,
+        &["root_cause", "action_command", "rollback_command", "risk", "confidence", "requires_human_approval"],
+    )?;
     let raw: RawRecommendation = serde_json::from_str(text).map_err(|e| unparseable(e.to_string()))?;
     let risk = raw.risk.trim().to_ascii_lowercase();
     if !matches!(risk.as_str(), "low" | "medium" | "high") {
@@ -212,7 +271,6 @@ mod tests {
             (r#"{"cause":"c","confidence":1.5,"action_command":null,"rationale":""}"#, "between 0 and 1"),
             (r#"{"cause":"c","confidence":"high","action_command":null,"rationale":""}"#, "invalid type"),
             (r#"{"cause":"","confidence":0.5,"action_command":null,"rationale":""}"#, "`cause` is empty"),
-            (r#"{"cause":"c","confidence":0.5,"action_command":null,"rationale":"","execute":true}"#, "unknown field"),
             (r#"[{"cause":"c"}]"#, "single JSON object"),
             ("```json\n{\"cause\":\"c\"", "unterminated"),
         ];
@@ -222,8 +280,33 @@ mod tests {
             assert!(e.to_string().contains(needle), "{reply:?}: {e}");
             assert_eq!(e.escalation_reason(), "unparseable reply");
         }
+        // Fields outside the schema are ignored (never read, never acted on), not a reason to escalate.
+        let extra = r#"{"cause":"c","confidence":0.5,"action_command":"systemctl restart nginx","rationale":"","execute":"rm -rf /","id":7}"#;
+        let d = diagnosis(extra, "l1").expect("extra fields are ignored");
+        assert_eq!(d.action_command.as_deref(), Some("systemctl restart nginx"));
+        let object: serde_json::Map<String, Value> = serde_json::from_str(extra).unwrap();
+        assert_eq!(ignored_fields(&object, &["cause", "confidence", "action_command", "rationale"]), ["execute", "id"]);
+        // A required field of the wrong type still is not.
+        assert!(diagnosis(r#"{"cause":"c","confidence":0.5,"action_command":7,"rationale":"","x":1}"#, "l1").is_err());
         let long = format!(r#"{{"cause":"c","confidence":0.5,"action_command":"{}","rationale":""}}"#, "a".repeat(600));
         assert!(diagnosis(&long, "l1").is_err());
+    }
+
+    #[test]
+    fn a_problem_a_restart_does_not_fix_is_an_abstention() {
+        let reply = |problem: &str| {
+            format!(
+                r#"{{"problem":"{problem}","cause":"c","action_command":"systemctl restart nginx","confidence":0.9,"rationale":""}}"#
+            )
+        };
+        let (d, p) = diagnosis_with_problem(&reply("configuration error"), "l1").unwrap();
+        assert_eq!((d.action_command, p.as_deref()), (None, Some("configuration error")));
+        let (d, _) = diagnosis_with_problem(&reply("service stopped or crashed"), "l1").unwrap();
+        assert_eq!(d.action_command.as_deref(), Some("systemctl restart nginx"));
+        let (d, _) = diagnosis_with_problem(&reply("the moon"), "l1").unwrap();
+        assert_eq!(d.action_command, None, "an unknown class is no licence to act");
+        let schema = diagnosis_schema(&[]);
+        assert_eq!(schema["required"][0], "problem", "the class is asked first");
     }
 
     #[test]

@@ -77,7 +77,11 @@ pub struct PastFix {
 pub struct PromptContext {
     pub incident: IncidentFacts,
     pub evidence: String,
+    /// Marks the evidence block. Derived from the evidence itself ([`evidence_nonce`]): the same
+    /// evidence gives the same prompt (reruns agree), and no text inside can know the marker.
     pub nonce: String,
+    /// What medic's deterministic checks found (`diagnose/checks.rs`), in medic's words.
+    pub findings: String,
     pub allowed_commands: Vec<AllowedCommand>,
     pub allowed_values: std::collections::BTreeMap<String, Vec<String>>,
     /// Every allowed command spelled out for this incident (templates with their placeholders filled),
@@ -92,6 +96,14 @@ pub struct PromptContext {
     pub l1: Option<L1Attempt>,
     pub past_fixes: Vec<PastFix>,
     pub rejected_fixes: Vec<PastFix>,
+}
+
+/// A marker for an evidence block: 12 hex characters of SHA-256 over the block. Text inside the block
+/// cannot contain its own hash, so it cannot fake the end marker; unlike a random nonce, the prompt for
+/// the same evidence stays the same.
+pub fn evidence_nonce(evidence: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(evidence.as_bytes())[..6])
 }
 
 pub struct Prompts {

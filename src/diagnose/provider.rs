@@ -18,6 +18,9 @@ pub struct LlmRequest {
     pub schema: Value,
     pub max_tokens: u32,
     pub temperature: f32,
+    /// Sampling seed (Ollama `options.seed`, OpenAI `seed`), so that k samples are k different draws
+    /// and a rerun of the same incident draws the same ones.
+    pub seed: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

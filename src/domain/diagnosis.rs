@@ -45,7 +45,11 @@ pub struct CostEstimation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct IncidentDetails {
+    /// What the deterministic evidence checks found before any model.
+    pub checks: Option<super::findings::Assessment>,
     pub level_1_diagnosis: Option<Diagnosis>,
+    /// How level 1's confidence was derived (samples, agreement, the checks' support).
+    pub level_1_sampling: Option<super::findings::Sampling>,
     pub level_1_success: Option<bool>,
     pub level_2_recommendation: Option<Recommendation>,
     pub cost_estimation: CostEstimation,

@@ -3,6 +3,7 @@
 pub mod alert;
 pub mod diagnosis;
 pub mod evidence;
+pub mod findings;
 pub mod incident;
 
 pub use alert::{Alert, MonitorInfo, MonitorStatus, Notice, NoticeKind, StatusAlert, Tag};

@@ -340,8 +340,14 @@ impl Gate {
     }
 
     /// Diagnostic templates, in file order.
-    pub fn diagnostic_templates(&self) -> Vec<String> {
-        self.rules.diagnostics.iter().map(|t| t.text.clone()).collect()
+    /// The diagnostics collected for an incident on `service`: the general ones and that service's own.
+    pub fn diagnostic_templates(&self, service: &str) -> Vec<String> {
+        self.rules
+            .diagnostics
+            .iter()
+            .filter(|t| t.only_service.as_deref().is_none_or(|s| s == service))
+            .map(|t| t.text.clone())
+            .collect()
     }
 
     /// Values a placeholder accepts on `host`, when it is an allow-list (for prompts and collectors).

@@ -198,8 +198,26 @@ impl ActionPolicy {
     }
 
     pub fn decide(&self, request: &PolicyRequest<'_>, history: &[ActionRecord], now: DateTime<Utc>) -> PolicyDecision {
+        match self.refuses_any(request, history, now) {
+            Some(reason) => PolicyDecision::Escalate(reason),
+            None => match self.breaker_open(request.host, request.action_key, history, now) {
+                Some(reason) => PolicyDecision::Escalate(reason),
+                None => PolicyDecision::Proceed,
+            },
+        }
+    }
+
+    /// The objection that holds whatever the command (maintenance, windows, rate limits): with one,
+    /// asking a model for a command is wasted, since nothing it proposes could run automatically.
+    /// `request.action_key` is not read.
+    pub fn refuses_any(
+        &self,
+        request: &PolicyRequest<'_>,
+        history: &[ActionRecord],
+        now: DateTime<Utc>,
+    ) -> Option<String> {
         if request.monitor_in_maintenance {
-            return PolicyDecision::Escalate("monitor is in maintenance: no automatic action".into());
+            return Some("monitor is in maintenance: no automatic action".into());
         }
         if let Some(w) = self
             .config
@@ -207,13 +225,10 @@ impl ActionPolicy {
             .iter()
             .find(|w| w.applies_to(request.monitor_id, request.monitor_name, request.host) && w.contains(now))
         {
-            return PolicyDecision::Escalate(format!(
+            return Some(format!(
                 "inside a configured maintenance window ({}-{} UTC): no automatic action",
                 w.start, w.end
             ));
-        }
-        if let Some(reason) = self.breaker_open(request.host, request.action_key, history, now) {
-            return PolicyDecision::Escalate(reason);
         }
         let since = now - chrono::Duration::from_std(self.config.window).unwrap_or(chrono::Duration::hours(1));
         let recent = history.iter().filter(|a| a.automatic && a.at > since && a.outcome != ActionOutcome::DryRun);
@@ -228,18 +243,18 @@ impl ActionPolicy {
         }
         let window = humantime::format_duration(self.config.window);
         if per_service >= self.config.max_actions_per_service {
-            return PolicyDecision::Escalate(format!(
+            return Some(format!(
                 "rate limit: {per_service} automatic actions for {} on {} in the last {window} (limit {})",
                 request.service, request.host, self.config.max_actions_per_service
             ));
         }
         if per_host >= self.config.max_actions_per_host {
-            return PolicyDecision::Escalate(format!(
+            return Some(format!(
                 "rate limit: {per_host} automatic actions on {} in the last {window} (limit {})",
                 request.host, self.config.max_actions_per_host
             ));
         }
-        PolicyDecision::Proceed
+        None
     }
 
     /// Some(reason) while the breaker for (host, action) is open.

@@ -51,6 +51,10 @@ pub struct CategorySpec {
 #[serde(deny_unknown_fields)]
 pub struct Diagnostics {
     pub allowed: Vec<String>,
+    /// Diagnostics run only for one service (its configuration test: `nginx -t`, `apachectl
+    /// configtest`, `sshd -t`): service name → templates.
+    #[serde(default)]
+    pub by_service: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -133,6 +137,8 @@ pub struct Template {
     pub words: Vec<Word>,
     /// Placeholder definitions of this template's category (category-level beats top-level).
     pub placeholders: HashMap<String, PlaceholderType>,
+    /// Diagnostics only: the one service this template is collected for (None: every incident).
+    pub only_service: Option<String>,
 }
 
 /// Per-host view: which templates apply and with which placeholder types and modes.
@@ -266,6 +272,7 @@ impl RulesFile {
                     mode: spec.mode.unwrap_or(Mode::Auto),
                     words,
                     placeholders: local.clone(),
+                    only_service: None,
                 });
             }
         }
@@ -274,8 +281,15 @@ impl RulesFile {
             if diag.allowed.is_empty() {
                 return Err(err("diagnostics.allowed", "empty allow-list"));
             }
-            for (i, text) in diag.allowed.iter().enumerate() {
-                let entry = format!("diagnostics.allowed[{i}] {text:?}");
+            let general = diag.allowed.iter().enumerate().map(|(i, t)| (format!("diagnostics.allowed[{i}]"), t, None));
+            let per_service = diag.by_service.iter().flat_map(|(service, texts)| {
+                texts
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, t)| (format!("diagnostics.by_service.{service}[{i}]"), t, Some(service.clone())))
+            });
+            for (key, text, only_service) in general.chain(per_service) {
+                let entry = format!("{key} {text:?}");
                 let words = parse_template(&entry, text)?;
                 check_placeholders_known(&entry, &words, &global)?;
                 diagnostics.push(Template {
@@ -284,6 +298,7 @@ impl RulesFile {
                     mode: Mode::Auto,
                     words,
                     placeholders: global.clone(),
+                    only_service,
                 });
             }
         }

@@ -130,6 +130,11 @@ impl Pipeline {
             PromptKind::L2 => recommendation_schema(),
         };
         let d = &incident.details;
+        let evidence = if config.compact_evidence {
+            render(&compact(&d.evidence, config.compact_max_lines), config.evidence_max_chars)
+        } else {
+            render(&d.evidence, config.evidence_max_chars)
+        };
         PromptContext {
             incident: IncidentFacts {
                 id: incident.id.to_string(),
@@ -141,14 +146,9 @@ impl Pipeline {
                 since: incident.first_down_at.to_rfc3339(),
                 down_count: incident.down_count,
             },
-            evidence: {
-                if config.compact_evidence {
-                    render(&compact(&d.evidence, config.compact_max_lines), config.evidence_max_chars)
-                } else {
-                    render(&d.evidence, config.evidence_max_chars)
-                }
-            },
-            nonce: crate::random_token(9),
+            nonce: crate::diagnose::prompt::evidence_nonce(&evidence),
+            evidence,
+            findings: d.checks.as_ref().map(|a| a.summary()).unwrap_or_default(),
             allowed_commands,
             allowed_values,
             command_choices,

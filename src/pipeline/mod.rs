@@ -15,7 +15,9 @@
 //! **Invariant: nothing runs that the gate did not turn into an `ApprovedCommand`**, re-checked after
 //! approval.
 
+mod act;
 mod context;
+mod decide;
 mod escalation;
 pub mod lifecycle;
 pub mod runner;

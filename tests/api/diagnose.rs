@@ -47,10 +47,7 @@ async fn level_1_replies_that_are_not_the_schema_escalate_as_unparseable() {
             "prose around JSON",
         ),
         ("{\"cause\": \"x\", \"confidence\": 0.9", "malformed JSON"),
-        (
-            "{\"cause\":\"x\",\"confidence\":0.9,\"action_command\":null,\"rationale\":\"\",\"run_now\":true}",
-            "unknown field",
-        ),
+        ("{\"cause\":\"x\",\"confidence\":0.9,\"rationale\":\"\",\"run_now\":true}", "missing action_command"),
     ];
     for (content, why) in cases {
         fake.script("ollama_chat", vec![l1_reply(content)]);
@@ -60,7 +57,17 @@ async fn level_1_replies_that_are_not_the_schema_escalate_as_unparseable() {
         assert_eq!(error.escalation_reason(), "unparseable reply", "{why}");
         assert!(record.unwrap().outcome.starts_with("unparseable reply"), "{why}");
     }
-    // A fenced JSON object is the only leniency; the command inside stays a plain string for the gate.
+    // A server that does not enforce the schema may add fields: ignored (and logged), not an escalation.
+    fake.script(
+        "ollama_chat",
+        vec![l1_reply(
+            "{\"cause\":\"x\",\"confidence\":0.9,\"action_command\":\"none\",\"rationale\":\"\",\"run_now\":true,\"command\":\"rm -rf /\"}",
+        )],
+    );
+    let (result, record) = diagnoser.level1(&context()).await;
+    assert_eq!(result.expect("extra fields are ignored").action_command, None);
+    assert_eq!(record.unwrap().outcome, "replied");
+    // A fenced JSON object is the other leniency; the command inside stays a plain string for the gate.
     fake.script("ollama_chat", vec![l1_reply("```json\n{\"cause\":\"x\",\"confidence\":0.9,\"action_command\":\"`systemctl restart nginx`\",\"rationale\":\"\"}\n```")]);
     let (result, _) = diagnoser.level1(&context()).await;
     let d = result.unwrap();

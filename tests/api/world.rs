@@ -32,6 +32,9 @@ pub struct Options {
     pub constrain_l1: bool,
     /// Gate rules instead of [`rules`] (the text may use `{control}` and `{log}` for the test nginx).
     pub rules: Option<String>,
+    /// medic's own decision rules (evidence checks, 3 level-1 samples, derived confidence). Off, level 1
+    /// is one reply whose own confidence counts: the pipeline tests script that number.
+    pub decisions: bool,
 }
 
 /// Where level 1 goes when it is not the fake Ollama.
@@ -56,6 +59,7 @@ impl Default for Options {
             l1_backend: None,
             constrain_l1: true,
             rules: None,
+            decisions: false,
         }
     }
 }
@@ -136,6 +140,10 @@ impl World {
         settings.verify.check_command = String::new();
         settings.diagnose.max_attempts = options.max_attempts;
         settings.diagnose.constrain_l1_commands = options.constrain_l1;
+        if !options.decisions {
+            settings.diagnose.evidence_checks = false;
+            settings.diagnose.l1_samples = 1;
+        }
         match (&options.l1_backend, options.l1) {
             (Some(backend), _) => {
                 settings.diagnose.l1.provider = backend.provider;
