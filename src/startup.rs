@@ -151,6 +151,11 @@ impl Application {
             redactor,
         };
         let pipeline = Pipeline::new(store.clone(), settings.pipeline.clone(), shutdown.clone(), stages);
+        background.push(tokio::spawn(crate::pipeline::reprobe::run(
+            pipeline.clone(),
+            settings.pipeline.reprobe_interval,
+            shutdown.clone(),
+        )));
         let (runner, runner_handle) =
             Runner::start(pipeline, store.clone(), settings.pipeline.max_concurrent, shutdown.clone());
 

@@ -85,6 +85,9 @@ pub struct MonitorInfo {
     /// Uptime Kuma says the monitor is in a maintenance window.
     #[serde(default)]
     pub maintenance: bool,
+    /// Seconds between the monitor's checks, when the source says (Uptime Kuma's `interval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_seconds: Option<u32>,
 }
 
 impl MonitorInfo {

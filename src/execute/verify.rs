@@ -150,30 +150,10 @@ impl Verifier {
             if monitor_up().await {
                 return Verification { verified: true, attempts, summary: "the monitor reported UP".into() };
             }
-            let mut failures = Vec::new();
-            let mut passes = Vec::new();
-            if let Some(probe) = &plan.probe {
-                match self.probe(probe).await {
-                    Ok(ok) => passes.push(ok),
-                    Err(e) => failures.push(e),
-                }
-            }
-            if let Some(check) = &plan.check {
-                match transport.run(check, self.config.probe_timeout.max(Duration::from_secs(5))).await {
-                    Ok(out) if out.success() => passes.push(format!("`{}` succeeded", check.display())),
-                    Ok(out) => {
-                        failures.push(format!("`{}` exited {}: {}", check.display(), out.exit_code, out.stdout.trim()))
-                    }
-                    Err(e) => failures.push(format!("`{}`: {e}", check.display())),
-                }
-            }
-            if failures.is_empty() && !passes.is_empty() {
-                return Verification { verified: true, attempts, summary: passes.join("; ") };
-            }
-            let last = if failures.is_empty() {
-                "nothing to probe for this monitor; waiting for an UP webhook".to_string()
-            } else {
-                failures.join("; ")
+            let last = match self.check_once(plan, transport).await {
+                Some(Ok(passes)) => return Verification { verified: true, attempts, summary: passes },
+                Some(Err(failures)) => failures,
+                None => "nothing to probe for this monitor; waiting for an UP webhook".to_string(),
             };
             let now = tokio::time::Instant::now();
             if now >= deadline {
@@ -185,6 +165,33 @@ impl Verifier {
             }
             tokio::time::sleep(wait.min(deadline - now)).await;
             wait = (wait * 2).min(self.config.max_interval);
+        }
+    }
+
+    /// One pass of the plan's probe and check: Ok(what passed) when all pass, Err(what failed), or None
+    /// when the plan has nothing to probe.
+    pub async fn check_once(&self, plan: &VerifyPlan, transport: &dyn Transport) -> Option<Result<String, String>> {
+        let mut failures = Vec::new();
+        let mut passes = Vec::new();
+        if let Some(probe) = &plan.probe {
+            match self.probe(probe).await {
+                Ok(ok) => passes.push(ok),
+                Err(e) => failures.push(e),
+            }
+        }
+        if let Some(check) = &plan.check {
+            match transport.run(check, self.config.probe_timeout.max(Duration::from_secs(5))).await {
+                Ok(out) if out.success() => passes.push(format!("`{}` succeeded", check.display())),
+                Ok(out) => {
+                    failures.push(format!("`{}` exited {}: {}", check.display(), out.exit_code, out.stdout.trim()))
+                }
+                Err(e) => failures.push(format!("`{}`: {e}", check.display())),
+            }
+        }
+        match (passes.is_empty(), failures.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some(Ok(passes.join("; "))),
+            _ => Some(Err(failures.join("; "))),
         }
     }
 

@@ -2,8 +2,10 @@
 //!
 //! Three body modes arrive (see `tests/fixtures/uptime-kuma/README.md`): JSON; `multipart/form-data` with
 //! the same JSON in a field named `data` (chunked, no Content-Length); and a custom template sent as
-//! `application/x-www-form-urlencoded` whose body is JSON. Both Uptime Kuma 1.23.x (`duration`) and 2.x
-//! (`retries`, `lastDownTime`) shapes parse. The wire types stay private to this file.
+//! `application/x-www-form-urlencoded` whose body is JSON. Uptime Kuma 2.x can also send a GET whose query
+//! carries `msg`, `heartbeat` and `monitor` (the last two JSON-encoded): [`query_json`] rebuilds the
+//! standard body from it. Both Uptime Kuma 1.23.x (`duration`) and 2.x (`retries`, `lastDownTime`)
+//! shapes parse. The wire types stay private to this file.
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -64,6 +66,8 @@ struct KumaMonitor {
     maintenance: Option<BoolLike>,
     #[serde(default)]
     accepted_statuscodes: Option<Vec<String>>,
+    #[serde(default)]
+    interval: Option<NumOrString>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +94,13 @@ struct CustomPayload {
     hb_status: Option<NumOrString>,
     #[serde(rename = "hb_time", default)]
     hb_time: Option<String>,
+    /// The template of the README since this release also sends these (older ones do not).
+    #[serde(default)]
+    important: Option<BoolLike>,
+    #[serde(default)]
+    interval: Option<NumOrString>,
+    #[serde(default)]
+    tags: Option<Vec<KumaTag>>,
 }
 
 /// Templates render numbers either bare or quoted.
@@ -129,6 +140,30 @@ impl BoolLike {
             BoolLike::Num(n) => n != 0,
         }
     }
+}
+
+/// The GET variant's query (`msg`, and `heartbeat`, `monitor` as JSON text) as the standard JSON body.
+pub fn query_json(query: &str) -> Result<String, IngestError> {
+    let mut body = serde_json::Map::new();
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "msg" => {
+                body.insert("msg".into(), Value::String(value.into_owned()));
+            }
+            "heartbeat" | "monitor" => {
+                let parsed: Value = serde_json::from_str(&value)
+                    .map_err(|e| IngestError::BadRequest(format!("query parameter `{key}` is not JSON: {e}")))?;
+                body.insert(key.into_owned(), parsed);
+            }
+            _ => {}
+        }
+    }
+    if body.is_empty() {
+        return Err(IngestError::BadRequest(
+            "GET needs the query parameters Uptime Kuma sends: msg, heartbeat, monitor".into(),
+        ));
+    }
+    Ok(Value::Object(body).to_string())
 }
 
 /// Parses a webhook body given its `Content-Type`.
@@ -290,12 +325,16 @@ fn from_custom(payload: CustomPayload, received_at: DateTime<Utc>) -> Result<Ale
         Some(t) if !t.is_empty() => (None, Some(t)),
         _ => (None, None),
     };
+    let name = bounded(payload.name.as_deref().unwrap_or(&format!("monitor {monitor_id}")), MAX_FIELD_CHARS);
     let monitor = MonitorInfo {
-        name: bounded(payload.name.as_deref().unwrap_or(&format!("monitor {monitor_id}")), MAX_FIELD_CHARS),
         url,
         hostname,
+        tags: tags(payload.tags),
+        interval_seconds: payload.interval.as_ref().and_then(interval),
         ..MonitorInfo::default()
     };
+    let msg = undecorated(&msg, &name).to_string();
+    let monitor = MonitorInfo { name, ..monitor };
     let observed_at = match payload.hb_time.as_deref() {
         Some(t) => {
             let time =
@@ -315,9 +354,38 @@ fn from_custom(payload: CustomPayload, received_at: DateTime<Utc>) -> Result<Ale
         message: msg,
         observed_at,
         last_down_at: None,
-        important: true,
+        important: payload.important.map(BoolLike::truthy).unwrap_or(true),
         severity,
     })))
+}
+
+/// Uptime Kuma's `msg` in custom templates is decorated: `[Monitor name] [🔴 Down] connect ECONNREFUSED`.
+/// The heartbeat's own message (what the JSON body carries) is the part after the two brackets, so the
+/// same fault reads the same whichever body mode sent it (memory matches on it).
+pub fn undecorated<'a>(msg: &'a str, name: &str) -> &'a str {
+    let Some(rest) = msg.strip_prefix(&format!("[{name}] [")) else { return msg };
+    match rest.split_once("] ") {
+        Some((status, tail)) if status.chars().count() <= 16 => tail,
+        _ => msg,
+    }
+}
+
+fn tags(raw: Option<Vec<KumaTag>>) -> Vec<Tag> {
+    raw.unwrap_or_default()
+        .into_iter()
+        .take(32)
+        .filter_map(|t| {
+            Some(Tag {
+                name: bounded(&t.name?, MAX_FIELD_CHARS),
+                value: bounded(t.value.as_deref().unwrap_or(""), MAX_FIELD_CHARS),
+            })
+        })
+        .collect()
+}
+
+/// A check interval in seconds (1 s .. 1 day); anything else is dropped.
+fn interval(raw: &NumOrString) -> Option<u32> {
+    raw.as_i64().filter(|n| (1..=86_400).contains(n)).map(|n| n as u32)
 }
 
 fn notice(message: String) -> Alert {
@@ -353,23 +421,13 @@ fn monitor_info(m: KumaMonitor, monitor_id: &str) -> Result<MonitorInfo, IngestE
         url: field(m.url),
         hostname: field(m.hostname),
         port,
-        tags: m
-            .tags
-            .unwrap_or_default()
-            .into_iter()
-            .take(32)
-            .filter_map(|t| {
-                Some(Tag {
-                    name: bounded(&t.name?, MAX_FIELD_CHARS),
-                    value: bounded(t.value.as_deref().unwrap_or(""), MAX_FIELD_CHARS),
-                })
-            })
-            .collect(),
+        tags: tags(m.tags),
         docker_container: field(m.docker_container),
         service: None,
         host: None,
         accepted_statuscodes: m.accepted_statuscodes.unwrap_or_default().into_iter().take(16).collect(),
         maintenance: m.maintenance.map(BoolLike::truthy).unwrap_or(false),
+        interval_seconds: m.interval.as_ref().and_then(interval),
     })
 }
 

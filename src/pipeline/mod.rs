@@ -20,6 +20,7 @@ mod context;
 mod decide;
 mod escalation;
 pub mod lifecycle;
+pub mod reprobe;
 pub mod runner;
 mod steps;
 
@@ -59,11 +60,20 @@ pub struct PipelineConfig {
     /// First backoff delay; doubles each retry.
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
+    /// How often incidents that wait for a human are re-probed (the monitor's probe and the verify
+    /// check); one found healthy is closed. 0: never.
+    #[serde(with = "humantime_serde")]
+    pub reprobe_interval: Duration,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { max_concurrent: 8, max_transient_retries: 3, retry_backoff: Duration::from_millis(500) }
+        Self {
+            max_concurrent: 8,
+            max_transient_retries: 3,
+            retry_backoff: Duration::from_millis(500),
+            reprobe_interval: Duration::from_secs(300),
+        }
     }
 }
 

@@ -250,6 +250,19 @@ impl Store {
         self.read(move |conn| model::list_incidents(conn, &filter)).await
     }
 
+    /// Open incidents waiting for a human (parked, or awaiting approval): the re-probe's list.
+    pub async fn waiting_for_human(&self) -> Result<Vec<IncidentId>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id FROM incidents WHERE open_key IS NOT NULL
+                     AND (parked_reason IS NOT NULL OR state = 'awaiting_approval') ORDER BY opened_at LIMIT 500",
+            )?;
+            let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            ids.iter().map(|id| id.parse().map_err(|e: uuid::Error| StoreError::Corrupt(e.to_string()))).collect()
+        })
+        .await
+    }
+
     /// Non-terminal incidents the pipeline still has work for (not parked, not waiting on a human),
     /// with their monitor keys, oldest first.
     /// The oldest `limit` incidents the pipeline can move on (open, not parked, not waiting for a

@@ -333,9 +333,70 @@ impl WriteCtx<'_> {
         Ok(())
     }
 
+    /// An important DOWN for an incident that waits for a human, after the monitor was silent longer
+    /// than twice its interval (at least a minute): the monitor saw the service up in between (Uptime
+    /// Kuma sends no UP after a maintenance, and does not retry a lost one), so this is a new outage.
+    /// The old incident is closed as recovered, and the caller opens a new one. Returns the closed id.
+    fn close_if_new_outage(
+        &mut self,
+        alert: &StatusAlert,
+        id: IncidentId,
+        state: IncidentState,
+    ) -> Result<Option<IncidentId>, StoreError> {
+        if alert.status != MonitorStatus::Down || !alert.important {
+            return Ok(None);
+        }
+        let (parked, last_down): (Option<String>, Option<String>) = self.conn.query_row(
+            "SELECT i.parked_reason, (SELECT MAX(received_at) FROM events e WHERE e.incident_id = i.id
+                 AND e.status = 'down') FROM incidents i WHERE i.id = ?1",
+            [id.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let waiting = parked.is_some() || matches!(state, IncidentState::AwaitingApproval | IncidentState::Escalated);
+        let Some(last_down) = last_down.as_deref().map(parse_ts).transpose()? else { return Ok(None) };
+        let interval = alert.monitor.interval_seconds.unwrap_or(60).max(1);
+        let quiet = chrono::Duration::seconds((2 * i64::from(interval)).max(60));
+        let silence = self.now - last_down;
+        if !waiting || silence <= quiet {
+            return Ok(None);
+        }
+        let reason = format!(
+            "a new outage: the monitor was silent for {} s (more than {} s) and reported DOWN again as a new event, so the service was up in between",
+            silence.num_seconds(),
+            quiet.num_seconds()
+        );
+        self.transition(id, &Transition::new(state, IncidentState::RecoveredByMonitor, reason)?, Actor::System)?;
+        self.conn.execute("UPDATE incidents SET parked_reason = NULL WHERE id = ?1", [id.to_string()])?;
+        Ok(Some(id))
+    }
+
+    /// The incident medic resolved itself shortly before this UP (within an hour, no UP recorded yet).
+    fn just_fixed(&self, key: &MonitorKey) -> Result<Option<(IncidentId, DateTime<Utc>)>, StoreError> {
+        let since = ts(self.now - chrono::Duration::hours(1));
+        let row: Option<(String, String)> = self
+            .conn
+            .query_row(
+                "SELECT id, first_down_at FROM incidents WHERE closed_at >= ?3 AND source = ?1 AND monitor_id = ?2
+                     AND state = 'resolved' AND monitor_up_at IS NULL ORDER BY closed_at DESC LIMIT 1",
+                params![key.source.as_str(), key.monitor_id, since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(id, down)| {
+            Ok((id.parse().map_err(|e: uuid::Error| StoreError::Corrupt(e.to_string()))?, parse_ts(&down)?))
+        })
+        .transpose()
+    }
+
     fn apply_status(&mut self, alert: &StatusAlert, body: &str) -> Result<IngestOutcome, StoreError> {
         let key = &alert.key;
-        let open = self.open_incident(key)?;
+        let mut open = self.open_incident(key)?;
+        if let Some((id, state)) = open
+            && let Some(closed) = self.close_if_new_outage(alert, id, state)?
+        {
+            self.timeline(closed, "superseded", "closed: the monitor reports a new outage", Value::Null)?;
+            open = None;
+        }
         let status = alert.status.as_str();
         let in_maintenance = alert.status == MonitorStatus::Maintenance || alert.monitor.maintenance;
         if alert.status != MonitorStatus::Pending {
@@ -456,6 +517,22 @@ impl WriteCtx<'_> {
                 self.transition(id, &transition, Actor::System)?;
                 self.audit(Some(id), Actor::System, AuditRecord::MonitorRecovered { outage_seconds: outage })?;
                 IngestOutcome { action: IngestAction::Recovered, incident_id: Some(id) }
+            }
+            (MonitorStatus::Up, None) if let Some((id, first_down)) = self.just_fixed(key)? => {
+                // medic fixed it before the monitor noticed: the UP belongs to that incident.
+                let outage = (alert.observed_at - first_down).num_milliseconds().max(0) as f64 / 1000.0;
+                self.conn.execute(
+                    "UPDATE incidents SET outage_seconds = ?2, last_status = 'up', monitor_up_at = ?3 WHERE id = ?1",
+                    params![id.to_string(), outage, ts(alert.observed_at)],
+                )?;
+                self.timeline(
+                    id,
+                    "monitor_up_after_fix",
+                    &format!("the monitor confirmed the fix: UP after an outage of {outage:.1} s"),
+                    Value::Null,
+                )?;
+                self.audit(Some(id), Actor::System, AuditRecord::MonitorRecovered { outage_seconds: outage })?;
+                IngestOutcome { action: IngestAction::FixConfirmed, incident_id: Some(id) }
             }
             (_, open) => {
                 let id = open.map(|(id, _)| id);

@@ -33,7 +33,11 @@ pub struct IncidentView {
     pub error_logs: String,
     pub attempt_count: u32,
     pub level_1_diagnosis: Option<Diagnosis>,
+    /// How level 1's confidence was derived (samples, agreement, the checks' support).
+    pub level_1_sampling: Option<crate::domain::findings::Sampling>,
     pub level_1_success: Option<bool>,
+    /// What medic's evidence checks found before any model.
+    pub checks: Option<crate::domain::findings::Assessment>,
     pub level_2_recommendation: Option<Recommendation>,
     pub cost_estimation: CostEstimation,
     pub source: &'static str,
@@ -63,7 +67,9 @@ impl IncidentView {
             error_logs: incident.error_logs,
             attempt_count: incident.attempt_count,
             level_1_diagnosis: incident.details.level_1_diagnosis,
+            level_1_sampling: incident.details.level_1_sampling,
             level_1_success: incident.details.level_1_success,
+            checks: incident.details.checks,
             level_2_recommendation: incident.details.level_2_recommendation,
             cost_estimation: incident.details.cost_estimation,
             source: incident.key.source.as_str(),

@@ -31,6 +31,17 @@ pub async fn uptime_kuma(
     accept(&state, alert, json_text).await
 }
 
+/// `GET /hooks/uptime-kuma?msg=…&heartbeat=…&monitor=…`: Uptime Kuma 2.x's GET webhook.
+pub async fn uptime_kuma_get(
+    State(state): State<Arc<AppState>>,
+    _auth: Authorized,
+    uri: axum::http::Uri,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    let json_text = uptime_kuma::query_json(uri.query().unwrap_or(""))?;
+    let alert = uptime_kuma::parse_json(&json_text, Utc::now())?;
+    accept(&state, alert, json_text).await
+}
+
 /// `POST /hooks/alertmanager`: Alertmanager's webhook_config. Every alert of the notification is stored
 /// in one transaction before the 202, or none is (a 4xx names the alert and field; a 5xx makes
 /// Alertmanager send it again).

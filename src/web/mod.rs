@@ -47,7 +47,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/hooks/uptime-kuma", post(hooks::uptime_kuma))
+        .route("/hooks/uptime-kuma", post(hooks::uptime_kuma).get(hooks::uptime_kuma_get))
         .route("/hooks/alertmanager", post(hooks::alertmanager))
         .route("/api/v1/incidents", post(api::create_incident).get(api::list_incidents))
         .route("/api/v1/incidents/{id}", get(api::show_incident))

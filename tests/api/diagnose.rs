@@ -159,7 +159,7 @@ async fn an_openai_compatible_server_can_serve_either_level() {
     assert_eq!((record.provider.as_str(), record.tokens_in, record.tokens_out, record.cost), ("openai", 700, 50, 0.0));
     let request = &fake.requests("openai")[0];
     assert_eq!(request["response_format"]["type"], "json_schema");
-    assert_eq!(request["response_format"]["json_schema"]["schema"]["required"][0], "cause");
+    assert_eq!(request["response_format"]["json_schema"]["schema"]["required"][0], "problem");
     assert_eq!(request["messages"][0]["role"], "system");
     assert_eq!(fake.request_headers("openai")[0]["authorization"], "Bearer local-key");
 }
@@ -182,7 +182,8 @@ async fn low_confidence_goes_to_level_2_with_redacted_evidence_retrieved_fixes_a
     world.l1_says("not sure", 0.4, Some(&world.start_command()));
     world.l2_says("nginx stopped", None);
     let id = world.down().await;
-    let incident = world.app.wait_incident(&id, 40, |i| i["waiting_for"].is_string()).await;
+    // Level 2 proposes nothing; level 1's low-confidence proposal is what a human is asked to approve.
+    let incident = world.wait_state(&id, "awaiting_approval", 40).await;
     assert!(incident["escalation_reason"].as_str().unwrap().contains("confidence 0.40 is below 0.70"), "{incident}");
     let body = world.llm.requests("anthropic")[0].to_string();
     assert!(

@@ -53,6 +53,12 @@ async fn scenario_1_nginx_stopped_is_healed_automatically_and_audited() {
     assert_eq!(incident["level_1_success"], true);
     assert_eq!(incident["attempt_count"], 1);
     assert!(timeline_text(&incident).contains("answered 200"));
+    // Uptime Kuma notices after medic: its UP attaches to the fixed incident, with the outage it saw.
+    let up = world.up().await;
+    assert_eq!((up["action"].as_str(), up["incident_id"].as_str()), (Some("fix_confirmed"), Some(id.as_str())), "{up}");
+    let confirmed = world.incident(&id).await;
+    assert!(confirmed["outage_seconds"].as_f64().unwrap() >= 0.0, "{confirmed}");
+    assert!(timeline_text(&confirmed).contains("the monitor confirmed the fix"));
     // The evidence came over SSH from the host.
     assert!(timeline_text(&incident).contains("$ uptime → exit 0"));
     // Level 1 got the real Ollama request: schema as `format`, temperature 0, evidence in its markers.
@@ -60,7 +66,7 @@ async fn scenario_1_nginx_stopped_is_healed_automatically_and_audited() {
     assert_eq!(requests.len(), 1);
     let request = &requests[0];
     assert_eq!(request["model"], "qwen2.5:7b-instruct");
-    assert_eq!(request["format"]["required"], json!(["cause", "confidence", "action_command", "rationale"]));
+    assert_eq!(request["format"]["required"], json!(["problem", "cause", "action_command", "confidence", "rationale"]));
     assert_eq!(request["options"]["temperature"], 0.0);
     // Level 1 chooses from the commands spelled out: automatic first, the approval script last, no
     // container command (this monitor names no container), and "none".
@@ -201,7 +207,9 @@ async fn scenario_4_a_fix_that_does_not_work_is_retried_escalated_and_the_breake
     // The next incident for the same fault does not run the failing command again.
     world.up().await;
     let second = world.down().await;
-    let incident = world.app.wait_incident(&second, 60, |i| i["waiting_for"].is_string()).await;
+    // Refused by the breaker, the allowed command is offered to a human instead (the email names the
+    // breaker).
+    let incident = world.wait_state(&second, "awaiting_approval", 60).await;
     assert_eq!(incident["attempt_count"], 0, "the breaker stopped automatic runs");
     assert!(timeline_text(&incident).contains("policy: escalate: circuit breaker open"));
     world.app.stop().await;
@@ -409,8 +417,12 @@ async fn an_alertmanager_alert_is_healed_and_its_later_notifications_change_noth
     // Alertmanager repeats the firing alert before Prometheus sees it clear, then sends resolved.
     let answer = post(alertmanager_body(&world, "firing", starts, "0001-01-01T00:00:00Z")).await;
     assert_eq!(answer["alerts"][0]["action"], "recorded", "{answer}");
+    // The resolved notification confirms medic's fix: it attaches to the incident with the outage
+    // Alertmanager saw (startsAt → endsAt), and changes nothing else.
     let answer = post(alertmanager_body(&world, "resolved", starts, "2026-11-22T03:36:13Z")).await;
-    assert_eq!(answer["alerts"][0]["action"], "recorded", "{answer}");
+    assert_eq!(answer["alerts"][0]["action"], "fix_confirmed", "{answer}");
+    assert_eq!(answer["alerts"][0]["incident_id"], id.as_str());
+    assert_eq!(world.incident(&id).await["outage_seconds"], 60.0);
     assert_eq!(world.app.incidents("").await.len(), 1, "no second incident");
     assert_eq!(world.llm.total_requests(), calls, "no model was asked again");
     assert_eq!(world.incident(&id).await["state"], "resolved");

@@ -94,10 +94,13 @@ impl TestApp {
     /// Captures without an Authorization header get `?token=`, like a setup that cannot add headers.
     pub async fn send_capture(&self, path: &Path) -> RawResponse {
         let capture = Capture::read(path);
-        let target = if capture.has_header("authorization") {
-            "/hooks/uptime-kuma".to_string()
-        } else {
-            format!("/hooks/uptime-kuma?token={TOKEN}")
+        // A GET capture carries its payload in the query: keep it.
+        let query = capture.method_line.split_whitespace().nth(1).and_then(|t| t.split_once('?')).map(|(_, q)| q);
+        let target = match (capture.has_header("authorization"), query) {
+            (true, None) => "/hooks/uptime-kuma".to_string(),
+            (false, None) => format!("/hooks/uptime-kuma?token={TOKEN}"),
+            (true, Some(q)) => format!("/hooks/uptime-kuma?{q}"),
+            (false, Some(q)) => format!("/hooks/uptime-kuma?{q}&token={TOKEN}"),
         };
         send_raw(self.addr, &capture.to_request(&target, self.addr)).await
     }
@@ -167,7 +170,8 @@ impl Capture {
     /// Rebuilds the request bytes for `target`, keeping header order and case; chunked stays chunked.
     pub fn to_request(&self, target: &str, addr: std::net::SocketAddr) -> Vec<u8> {
         let chunked = self.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-        let mut out = format!("POST {target} HTTP/1.1\r\n");
+        let method = self.method_line.split_whitespace().next().unwrap_or("POST");
+        let mut out = format!("{method} {target} HTTP/1.1\r\n");
         for (k, v) in &self.headers {
             match k.to_ascii_lowercase().as_str() {
                 "host" => out.push_str(&format!("{k}: {addr}\r\n")),

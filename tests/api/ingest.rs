@@ -15,6 +15,7 @@ async fn every_captured_down_then_up_ends_recovered_with_its_duration() {
         ("down_json_headers.http", "up_json_headers.http"),
         ("down_form.http", "up_form.http"),
         ("down_custom.http", "up_custom.http"),
+        ("down_get.http", "up_get.http"),
     ] {
         let app = TestApp::spawn().await;
         let r = app.send_capture(&kuma(down)).await;
@@ -44,7 +45,7 @@ async fn every_captured_down_then_up_ends_recovered_with_its_duration() {
 #[tokio::test]
 async fn test_button_captures_are_accepted_and_open_nothing() {
     let app = TestApp::spawn().await;
-    for name in ["test_json.http", "test_json_headers.http", "test_form.http", "test_custom.http"] {
+    for name in ["test_json.http", "test_json_headers.http", "test_form.http", "test_custom.http", "test_get.http"] {
         let r = app.send_capture(&kuma(name)).await;
         assert_eq!(r.status, 202, "{name}: {}", r.body);
         assert_eq!(r.json()["action"], "notice", "{name}");
@@ -464,7 +465,7 @@ async fn json_endpoints_refuse_other_content_types_and_every_4xx_is_json() {
         assert_eq!(status, 202, "{path}");
     }
     for (method, path, status) in
-        [("GET", "/no/such/thing", 404), ("GET", "/hooks/uptime-kuma", 405), ("DELETE", "/api/v1/incidents", 405)]
+        [("GET", "/no/such/thing", 404), ("GET", "/hooks/uptime-kuma", 400), ("DELETE", "/api/v1/incidents", 405)]
     {
         let r = app.client.request(method.parse().unwrap(), app.url(path)).bearer_auth(TOKEN).send().await.unwrap();
         assert_eq!(r.status().as_u16(), status, "{method} {path}");
@@ -529,4 +530,39 @@ async fn generated_webhooks_that_get_a_2xx_always_read_back() {
     }
     assert!(accepted > 20 && refused > 20, "both kinds were generated: {accepted} accepted, {refused} refused");
     app.stop().await;
+}
+
+/// The README's custom template, rendered by LiquidJS over the real captures (tests/fixtures/
+/// uptime-kuma/rendered): a monitor name with quotes and a backslash stays JSON, tags arrive, and the
+/// message reads as in JSON mode, so memory matches the same fault in either mode.
+#[tokio::test]
+async fn the_readme_custom_template_survives_any_name_carries_tags_and_reads_like_json_mode() {
+    let rendered = |name: &str| {
+        std::fs::read_to_string(crate::helpers::fixture_path(&format!("uptime-kuma/rendered/{name}"))).unwrap()
+    };
+    let app = TestApp::spawn().await;
+    let form = "application/x-www-form-urlencoded";
+    let (status, answer) = post_json(&app, "/hooks/uptime-kuma", form, &rendered("custom_test.txt")).await;
+    assert_eq!((status, answer["action"].as_str()), (202, Some("notice")), "{answer}");
+    let (status, answer) = post_json(&app, "/hooks/uptime-kuma", form, &rendered("custom_down.txt")).await;
+    assert_eq!((status, answer["action"].as_str()), (202, Some("opened")), "{answer}");
+    let custom = app.incident(answer["incident_id"].as_str().unwrap()).await;
+    assert_eq!(custom["monitor_name"], r#"Shop "main" \ API"#);
+    assert_eq!(custom["service_name"], "nginx", "the service= tag arrived: {custom}");
+    let (status, answer) = post_json(&app, "/hooks/uptime-kuma", form, &rendered("custom_up.txt")).await;
+    assert_eq!((status, answer["action"].as_str()), (202, Some("recovered")), "{answer}");
+    app.stop().await;
+
+    // The same DOWN in JSON mode and in the old decorated custom mode: the same message.
+    let app = TestApp::spawn().await;
+    let json_mode = app.send_capture(&kuma("down_json.http")).await.json();
+    let json_incident = app.incident(json_mode["incident_id"].as_str().unwrap()).await;
+    app.stop().await;
+    let app = TestApp::spawn().await;
+    let decorated = app.send_capture(&kuma("down_custom.http")).await.json();
+    let decorated_incident = app.incident(decorated["incident_id"].as_str().unwrap()).await;
+    app.stop().await;
+    assert_eq!(json_incident["error_logs"], "connect ECONNREFUSED 127.0.0.1:9922");
+    assert_eq!(decorated_incident["error_logs"], json_incident["error_logs"], "Kuma's `[name] [🔴 Down]` is removed");
+    assert_eq!(custom["error_logs"], json_incident["error_logs"]);
 }

@@ -6,6 +6,7 @@ mod approval_attacks;
 mod audit;
 mod browser;
 mod crash;
+mod decisions;
 mod diagnose;
 mod e2e;
 mod edge;

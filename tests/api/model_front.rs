@@ -45,8 +45,13 @@ impl ModelFront {
     /// Starts the front and waits until the model is loaded. Threads: `MEDIC_TEST_MODEL_THREADS`, else 1
     /// (the test suite shares the cores).
     pub fn start() -> Self {
+        Self::start_with("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", MODEL)
+    }
+
+    /// Starts the front on another GGUF file of the cache (`scripts/bench-l1.sh --model 1.5b` fetches one).
+    pub fn start_with(file: &str, name: &str) -> Self {
         let cache = cache();
-        let model = cache.join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+        let model = cache.join(file);
         let runtime = cache.join("runtime");
         assert!(
             model.is_file() && runtime.join("node_modules/node-llama-cpp").is_dir(),
@@ -62,7 +67,7 @@ impl ModelFront {
             .arg(&model)
             .arg("--runtime")
             .arg(&runtime)
-            .args(["--port", "0", "--threads", &threads, "--name", MODEL])
+            .args(["--port", "0", "--threads", &threads, "--name", name])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

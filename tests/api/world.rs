@@ -35,6 +35,8 @@ pub struct Options {
     /// medic's own decision rules (evidence checks, 3 level-1 samples, derived confidence). Off, level 1
     /// is one reply whose own confidence counts: the pipeline tests script that number.
     pub decisions: bool,
+    /// Last changes to the settings before medic starts (given the test nginx's control script).
+    pub tweak: Option<fn(&mut Settings, &str)>,
 }
 
 /// Where level 1 goes when it is not the fake Ollama.
@@ -60,6 +62,7 @@ impl Default for Options {
             constrain_l1: true,
             rules: None,
             decisions: false,
+            tweak: None,
         }
     }
 }
@@ -143,6 +146,9 @@ impl World {
         if !options.decisions {
             settings.diagnose.evidence_checks = false;
             settings.diagnose.l1_samples = 1;
+        }
+        if let Some(tweak) = options.tweak {
+            tweak(&mut settings, &nginx.control());
         }
         match (&options.l1_backend, options.l1) {
             (Some(backend), _) => {
