@@ -157,17 +157,18 @@ fn offer(gate: &Gate, command: Option<&str>) -> Outcome {
     Outcome::Offered(argv)
 }
 
-async fn decide(diagnoser: &Diagnoser, gate: &Gate, s: &Scenario, config: Config) -> (Outcome, usize) {
+/// (outcome, model calls, level 1's confidence when it proposed a command).
+async fn decide(diagnoser: &Diagnoser, gate: &Gate, s: &Scenario, config: Config) -> (Outcome, usize, Option<f64>) {
     let min = diagnoser.config().min_confidence;
     let assessment =
         (config == Config::Medic).then(|| checks::assess(&s.evidence, &s.message, &s.service, s.container.as_deref()));
     if let Some(a) = &assessment {
         let fix = a.known_fix(&s.service, s.container.as_deref());
         if a.veto().is_some() {
-            return (offer(gate, fix.as_ref().and_then(|f| f.action_command.as_deref())), 0);
+            return (offer(gate, fix.as_ref().and_then(|f| f.action_command.as_deref())), 0, None);
         }
         if let Some(fix) = fix {
-            return (automatic_or_offer(gate, s, fix.action_command.as_deref().unwrap()), 0);
+            return (automatic_or_offer(gate, s, fix.action_command.as_deref().unwrap()), 0, None);
         }
     }
     let findings = assessment.as_ref().map(|a| a.summary()).unwrap_or_default();
@@ -177,12 +178,12 @@ async fn decide(diagnoser: &Diagnoser, gate: &Gate, s: &Scenario, config: Config
         .map(|a| move |command: &str| l1::support_of(a, gate, command, None, &s.service, s.container.as_deref()));
     let (result, records) = diagnoser.level1_sampled(&ctx, support).await;
     let calls = records.len();
-    let Ok((d, _)) = result else { return (Outcome::Offered(None), calls) };
-    let Some(command) = d.action_command.as_deref() else { return (Outcome::Offered(None), calls) };
+    let Ok((d, _)) = result else { return (Outcome::Offered(None), calls, None) };
+    let Some(command) = d.action_command.as_deref() else { return (Outcome::Offered(None), calls, None) };
     if d.confidence < min {
-        return (offer(gate, Some(command)), calls);
+        return (offer(gate, Some(command)), calls, Some(d.confidence));
     }
-    (automatic_or_offer(gate, s, command), calls)
+    (automatic_or_offer(gate, s, command), calls, Some(d.confidence))
 }
 
 struct Tally {
@@ -194,6 +195,8 @@ struct Tally {
     lost_fixes: Vec<String>,
     latencies: Vec<Duration>,
     calls: usize,
+    /// Level 1's proposals that the gate would let run automatically: (confidence, right command).
+    scored: Vec<(f64, bool)>,
 }
 
 #[tokio::main]
@@ -242,10 +245,11 @@ async fn main() {
             lost_fixes: vec![],
             latencies: vec![],
             calls: 0,
+            scored: vec![],
         };
         for s in &corpus {
             let started = Instant::now();
-            let (outcome, calls) = decide(&diagnoser, &gate, s, config).await;
+            let (outcome, calls, confidence) = decide(&diagnoser, &gate, s, config).await;
             t.latencies.push(started.elapsed());
             t.calls += calls;
             let expected = s.expected.as_str();
@@ -265,6 +269,27 @@ async fn main() {
                 (true, "none") => t.right_none += 1,
                 (true, _) => t.right_fixable += 1,
                 (false, _) => {}
+            }
+            if let Some(c) = confidence {
+                // Would this proposal run with the threshold lowered to 0? Score it for calibration.
+                let runnable = matches!(
+                    automatic_or_offer(
+                        &gate,
+                        s,
+                        match &outcome {
+                            Outcome::Automatic(c) | Outcome::Offered(Some(c)) => c,
+                            Outcome::Offered(None) => "",
+                        }
+                    ),
+                    Outcome::Automatic(_)
+                );
+                if runnable {
+                    let command_right = match &outcome {
+                        Outcome::Automatic(x) | Outcome::Offered(Some(x)) => x == expected && s.mode == "auto",
+                        Outcome::Offered(None) => false,
+                    };
+                    t.scored.push((c, command_right));
+                }
             }
             if let Outcome::Automatic(c) = &outcome
                 && !right
@@ -299,6 +324,20 @@ async fn main() {
             p50.as_secs_f64(),
             max.as_secs_f64()
         );
+        // Calibration: at each threshold, how many of level 1's runnable proposals would run, right/wrong.
+        let mut thresholds: Vec<f64> = t.scored.iter().map(|(c, _)| *c).collect();
+        thresholds.extend([0.5, 0.7, 0.9]);
+        thresholds.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        thresholds.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+        let line: Vec<String> = thresholds
+            .iter()
+            .map(|th| {
+                let right = t.scored.iter().filter(|(c, ok)| *c >= *th && *ok).count();
+                let wrong = t.scored.iter().filter(|(c, ok)| *c >= *th && !*ok).count();
+                format!("≥{th:.2}: {right} right / {wrong} wrong")
+            })
+            .collect();
+        println!("    level-1 calibration ({} runnable proposals): {}", t.scored.len(), line.join(", "));
         for w in &t.wrong_auto {
             println!("    wrong automatic: {w}");
         }

