@@ -173,6 +173,11 @@ deadline = "20s"
 interval = "500ms"
 check_command = ""
 
+[diagnose]
+# Show the model at work: by default medic's evidence checks would see nginx stopped with nothing else
+# wrong and restart it without asking a model (see README, "What happens to an alert").
+evidence_checks = false
+
 [diagnose.l1]
 provider = "ollama"
 url = "$model_url/"

@@ -64,7 +64,12 @@ impl Assessment {
         let words: Vec<&str> = argv.iter().map(String::as_str).collect();
         let (state, target_ok) = match words.as_slice() {
             ["systemctl", "restart" | "start", s] => (self.service_state, *s == service),
+            ["service" | "rc-service", s, "restart" | "start"] => (self.service_state, *s == service),
             ["docker", "restart" | "start", c] => (self.container_state, Some(*c) == container),
+            // A service's own control script (`/etc/init.d/nginx restart`): the allow-list binds it.
+            [script, "restart" | "start"] if !["systemctl", "docker", "service"].contains(script) => {
+                (self.service_state, true)
+            }
             _ => return 0.5,
         };
         match (target_ok, state) {
@@ -131,6 +136,7 @@ enum Source {
     KernelLog,
     Status,
     IsActive,
+    LsbStatus,
     ConfigTest,
     Sockets,
     ContainerInspect,
@@ -146,6 +152,8 @@ fn source_of(command: &str) -> Source {
         ["journalctl", ..] | ["docker", "logs", ..] => Source::ServiceLog,
         ["systemctl", "status", ..] => Source::Status,
         ["systemctl", "is-active", ..] => Source::IsActive,
+        // An LSB status action (`/etc/init.d/nginx status`, `service nginx status`, a control script).
+        [first, .., "status"] if *first != "docker" => Source::LsbStatus,
         ["nginx", "-t", ..] | ["apachectl" | "apache2ctl", "configtest" | "-t", ..] | ["sshd", "-t", ..] => {
             Source::ConfigTest
         }
@@ -179,7 +187,10 @@ pub fn assess(evidence: &[EvidenceItem], message: &str, service: &str, container
     // The text the log checks read: the service's logs and status, config tests, the monitor's message.
     let mut logs = String::new();
     for e in evidence.iter().filter(|e| e.error.is_none()) {
-        if matches!(source_of(&e.command), Source::ServiceLog | Source::Status | Source::ConfigTest | Source::Other) {
+        if matches!(
+            source_of(&e.command),
+            Source::ServiceLog | Source::Status | Source::LsbStatus | Source::ConfigTest | Source::Other
+        ) {
             logs.push_str(&e.output);
             logs.push('\n');
         }
@@ -361,8 +372,14 @@ fn service_state(evidence: &[EvidenceItem]) -> RunState {
     }
     let status = evidence.iter().filter(ok).find(|e| source_of(&e.command) == Source::Status);
     match status.and_then(|e| ACTIVE_LINE.captures(&e.output)).map(|c| c[1].to_string()).as_deref() {
-        Some("active") => RunState::Running,
-        Some("inactive" | "failed") => RunState::NotRunning,
+        Some("active") => return RunState::Running,
+        Some("inactive" | "failed") => return RunState::NotRunning,
+        _ => {}
+    }
+    // LSB exit codes: 0 running; 1, 2, 3 not running (dead with a pid file, a lock file, or stopped).
+    match evidence.iter().filter(ok).find(|e| source_of(&e.command) == Source::LsbStatus).and_then(|e| e.exit_code) {
+        Some(0) => RunState::Running,
+        Some(1..=3) => RunState::NotRunning,
         _ => RunState::Unknown,
     }
 }

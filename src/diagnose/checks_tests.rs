@@ -138,4 +138,14 @@ fn support_follows_the_state_and_the_target() {
     let stopped = Assessment { service_state: RunState::NotRunning, ..running_with_errors };
     assert_eq!(stopped.support(&argv("systemctl start nginx"), "nginx", None), 1.0);
     assert_eq!(stopped.support(&argv("/usr/local/lib/medic/clean_logs.sh nginx"), "nginx", None), 0.5);
+    assert_eq!(stopped.support(&argv("/etc/init.d/nginx restart"), "nginx", None), 1.0, "a control script");
+    assert_eq!(stopped.support(&argv("service apache2 restart"), "nginx", None), 0.0, "another service");
+}
+
+#[test]
+fn an_lsb_status_exit_code_gives_the_state() {
+    for (code, state) in [(0, RunState::Running), (3, RunState::NotRunning), (4, RunState::Unknown)] {
+        let a = assess(&[ev("/etc/init.d/nginx status", code, "")], "down", "nginx", None);
+        assert_eq!(a.service_state, state, "exit {code}");
+    }
 }

@@ -46,7 +46,10 @@ impl Pipeline {
         if let Some(a) = &assessment {
             self.record_checks(incident.id, a).await?;
         }
-        let known_fix = assessment.as_ref().and_then(|a| a.known_fix(&target.service, target.container.as_deref()));
+        let known_fix = assessment.as_ref().and_then(|a| {
+            let fix = a.known_fix(&target.service, target.container.as_deref())?;
+            Some(self.allowed_variant(incident, &target, a, fix))
+        });
         if let Some(veto) = assessment.as_ref().and_then(Assessment::veto) {
             if let Some(fix) = &known_fix {
                 self.offer_for_approval(incident, &target, fix).await?;
@@ -181,6 +184,40 @@ impl Pipeline {
                 self.escalate_with(&incident, &reasons.join("; ")).await
             }
         }
+    }
+
+    /// The checks' restart as this host's allow-list spells it: when the gate refuses the default
+    /// (`systemctl restart nginx` on a host without systemd), the first allowed in-scope command that
+    /// restarts or starts the stopped service or container (restart preferred), if there is one. The
+    /// disk cleanup (under a veto) is left as it is.
+    fn allowed_variant(
+        &self,
+        incident: &IncidentRecord,
+        target: &Target,
+        assessment: &Assessment,
+        mut fix: Diagnosis,
+    ) -> Diagnosis {
+        let host = Some(target.host.name.as_str());
+        let Some(command) = fix.action_command.clone() else { return fix };
+        let refused = matches!(self.stages.gate.check(&command, host, Authority::Automatic), Verdict::Deny { .. });
+        if !refused || assessment.veto().is_some() {
+            return fix;
+        }
+        let choices = self.prompt_context(incident, Some(target), PromptKind::L1).command_choices;
+        let mut restarts: Vec<String> = choices
+            .into_iter()
+            .filter(|c| c.mode == "auto")
+            .map(|c| c.template)
+            .filter(|c| {
+                let verdict = self.stages.gate.check(c, host, Authority::Automatic);
+                assessment.support(verdict.argv(), &target.service, target.container.as_deref()) >= 1.0
+            })
+            .collect();
+        restarts.sort_by_key(|c| !c.split_whitespace().any(|w| w == "restart"));
+        if let Some(first) = restarts.into_iter().next() {
+            fix.action_command = Some(first);
+        }
+        fix
     }
 
     async fn reread(&self, incident: &IncidentRecord) -> Result<IncidentRecord, PipelineError> {

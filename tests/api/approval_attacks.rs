@@ -261,7 +261,7 @@ async fn cross_site_posts_are_refused_and_every_response_carries_the_security_he
     let big = "x".repeat(40 * 1024);
     let cases: Vec<(&str, reqwest::RequestBuilder, u16)> = vec![
         ("unknown path", client.get(format!("{base}/nowhere")), 404),
-        ("wrong method", client.get(format!("{base}/hooks/uptime-kuma")), 405),
+        ("wrong method", client.delete(format!("{base}/hooks/uptime-kuma")), 405),
         ("not a form", client.post(&link).header("content-type", "application/json").body("{}"), 400),
         (
             "huge body",

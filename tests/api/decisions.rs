@@ -185,3 +185,26 @@ async fn an_incident_waiting_for_a_human_is_closed_when_medics_reprobe_finds_it_
     let next: Value = world.app.post_kuma_json(&world.down_body()).await.json().await.unwrap();
     assert_eq!(next["action"], "opened");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_service_with_nothing_else_wrong_is_restarted_without_a_model() {
+    // The host's allow-list has the service's control script (no systemd here): the checks read the
+    // LSB status (exit 3: not running), find nothing that blocks a restart, and use the allowed restart.
+    let world = World::start(Options {
+        l2: false,
+        decisions: true,
+        rules: Some(crate::model_front::RULES.to_string()),
+        ..Options::default()
+    })
+    .await;
+    world.nginx.start();
+    world.nginx.stop();
+    world.l1_says("nginx stopped", 0.99, Some(&world.start_command()));
+    let id = world.down().await;
+    let incident = world.wait_state(&id, "resolved", 40).await;
+    assert!(world.nginx.is_up());
+    let text = timeline(&incident);
+    assert!(text.contains("l0-checks: `") && text.contains(" restart`"), "{text}");
+    assert_eq!(incident["checks"]["service_state"], "not_running");
+    assert!(world.llm.requests("ollama_chat").is_empty(), "no model was asked");
+}
