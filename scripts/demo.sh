@@ -174,9 +174,12 @@ interval = "500ms"
 check_command = ""
 
 [diagnose]
-# Show the model at work: by default medic's evidence checks would see nginx stopped with nothing else
-# wrong and restart it without asking a model (see README, "What happens to an alert").
+# Show the model at work, alone: by default medic's evidence checks see nginx stopped with nothing else
+# wrong and restart it without asking a model, and level 1 is sampled three times at temperature 0.7
+# (see README, "What happens to an alert"). Here: no checks, one reply at temperature 0, whose own
+# confidence counts, as medic did before its evidence checks.
 evidence_checks = false
+l1_samples = 1
 
 [diagnose.l1]
 provider = "ollama"
