@@ -6,8 +6,10 @@
 # It starts, all on 127.0.0.1 and under one temporary directory: a throwaway sshd (its own keys), an
 # nginx on a free port, the real model (Qwen2.5-Coder-0.5B on CPU behind scripts/llm/ollama-front.mjs;
 # scripts/test-model.sh fetches and verifies it), and medic itself. Then it stops nginx, sends the
-# Uptime Kuma DOWN webhook medic would get, and shows what happens: evidence over SSH, the model's
-# diagnosis, the gate, the fix, the verification, the email in the outbox, the audit chain verified.
+# Uptime Kuma DOWN webhook medic would get, and shows what happens with the default settings: evidence
+# over SSH, medic's evidence checks (nginx stopped, nothing else wrong: its allowed restart, no model
+# needed; the model is level 1 for what the checks cannot settle), the gate, the fix, the verification,
+# the email in the outbox, the audit chain verified.
 #
 # Environment: MEDIC_BIN (a built medic; default: cargo build --release), MEDIC_DEMO_KEEP=1 (keep the
 # directory), MEDIC_TEST_MODEL_THREADS (default 2).
@@ -173,14 +175,6 @@ deadline = "20s"
 interval = "500ms"
 check_command = ""
 
-[diagnose]
-# Show the model at work, alone: by default medic's evidence checks see nginx stopped with nothing else
-# wrong and restart it without asking a model, and level 1 is sampled three times at temperature 0.7
-# (see README, "What happens to an alert"). Here: no checks, one reply at temperature 0, whose own
-# confidence counts, as medic did before its evidence checks.
-evidence_checks = false
-l1_samples = 1
-
 [diagnose.l1]
 provider = "ollama"
 url = "$model_url/"
@@ -233,8 +227,11 @@ import json, sys
 i = json.load(sys.stdin)
 for e in i["timeline"]:
     print("  %s  %-13s %s" % (e["at"][11:23], e["kind"], e["message"][:150]))
-d = i.get("level_1_diagnosis") or {}
-print("\n  model said:", json.dumps({k: d.get(k) for k in ("cause", "confidence", "action_command")}))'
+d = i.get("level_1_diagnosis")
+if d:
+    print("\n  model said:", json.dumps({k: d.get(k) for k in ("cause", "confidence", "action_command")}))
+else:
+    print("\n  no model was asked: the evidence checks found the fix (" + (i.get("checks") or {}).get("service_state", "?") + ")")'
 
 say "nginx"
 curl -s -w '  /health → %{http_code}\n' -o /dev/null "http://127.0.0.1:$web_port/health" || true

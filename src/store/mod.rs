@@ -39,7 +39,8 @@ pub use error::StoreError;
 
 /// Incidents the pipeline can move on: open, not parked, not waiting for a human. The partial index
 /// `incidents_runnable` in `schema.sql` has exactly this condition (SQLite uses it only when they match).
-const RUNNABLE: &str = "state NOT IN ('resolved', 'rejected', 'recovered_by_monitor', 'failed', 'awaiting_approval')
+pub(crate) const RUNNABLE: &str =
+    "state NOT IN ('resolved', 'rejected', 'recovered_by_monitor', 'failed', 'awaiting_approval')
       AND parked_reason IS NULL";
 
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]

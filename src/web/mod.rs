@@ -8,6 +8,7 @@ pub mod gate;
 pub mod health;
 pub mod hooks;
 pub mod incident_page;
+pub mod metrics;
 pub mod security;
 pub mod serve;
 
@@ -48,6 +49,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/hooks/uptime-kuma", post(hooks::uptime_kuma).get(hooks::uptime_kuma_get))
+        .route("/metrics", axum::routing::get(metrics::metrics))
         .route("/hooks/alertmanager", post(hooks::alertmanager))
         .route("/api/v1/incidents", post(api::create_incident).get(api::list_incidents))
         .route("/api/v1/incidents/{id}", get(api::show_incident))

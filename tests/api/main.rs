@@ -16,6 +16,7 @@ mod helpers;
 mod hosts;
 mod ingest;
 mod memory;
+mod metrics;
 mod model_front;
 mod notify;
 mod process;

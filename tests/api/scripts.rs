@@ -77,10 +77,11 @@ fn scripts_refuse_bad_service_names() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing manages"));
 }
 
-/// `scripts/demo.sh` (the evaluator's one command) heals nginx with the real model and shows the email
-/// and the audit chain. Runs the built binary; the model is cached by scripts/test-model.sh.
+/// `scripts/demo.sh` (the evaluator's one command) heals nginx with the default settings (a real model
+/// configured as level 1) and shows the email and the audit chain. Runs the built binary; the model is
+/// cached by scripts/test-model.sh.
 #[test]
-fn demo_script_heals_nginx_with_the_real_model() {
+fn demo_script_heals_nginx_with_the_defaults_and_shows_the_email_and_the_audit_chain() {
     let out = Command::new(script("demo.sh"))
         .env("MEDIC_BIN", env!("CARGO_BIN_EXE_medic"))
         .env("MEDIC_TEST_MODEL_THREADS", "1")
@@ -97,8 +98,7 @@ fn demo_script_heals_nginx_with_the_real_model() {
         "the email is in the outbox: {stdout}"
     );
     assert!(stdout.contains("audit chain OK"), "{stdout}");
-    assert!(
-        stdout.contains("model_call") && stdout.contains("qwen2.5-coder:0.5b"),
-        "the real model diagnosed: {stdout}"
-    );
+    // By default the evidence checks settle a plainly stopped nginx: its allowed restart, no model.
+    assert!(stdout.contains("l0-checks") && stdout.contains("no model was asked"), "{stdout}");
+    assert!(!stdout.contains("model_call"), "{stdout}");
 }
