@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Level 1 (local model) or level 0 (memory/runbook) diagnosis.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Diagnosis {
     pub cause: String,
     /// 0..=1, checked when parsed.
@@ -21,7 +21,7 @@ pub struct Diagnosis {
 }
 
 /// Level 2 (cloud model) recommendation; needs a human unless policy says otherwise.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Recommendation {
     pub root_cause: String,
     pub action_command: Option<String>,
@@ -34,7 +34,7 @@ pub struct Recommendation {
     pub requires_human_approval: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct CostEstimation {
     /// US dollars.
     pub ai_cost: f64,

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     ConfigInvalid,
@@ -21,7 +21,7 @@ pub enum Kind {
     ContainerNotRunning,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Finding {
     pub kind: Kind,
     /// A restart (or any automatic action) cannot help: escalate instead.
@@ -34,7 +34,7 @@ pub struct Finding {
 }
 
 /// What `systemctl is-active` / `systemctl status` / `docker container inspect` say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Running,
@@ -42,7 +42,7 @@ pub enum RunState {
     Unknown,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Assessment {
     pub service_state: RunState,
     pub container_state: RunState,
@@ -86,7 +86,7 @@ impl RunState {
 }
 
 /// How a level-1 confidence was derived, kept on the incident.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct Sampling {
     /// Each reply's command ("none" for no command, "unparseable" for a reply that did not parse).
     pub votes: Vec<String>,

@@ -17,7 +17,7 @@ pub struct DryRun {
     api: Arc<AtomicBool>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DryRunState {
     pub enabled: bool,
     pub config: bool,

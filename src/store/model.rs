@@ -52,11 +52,12 @@ pub struct IncidentRecord {
     pub details: IncidentDetails,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     pub kind: String,
     pub message: String,
+    /// Structured details of the entry (evidence item, verdict, execution…); any JSON, null when none.
     pub data: Value,
 }
 

@@ -23,8 +23,9 @@ use crate::ingest;
 use crate::store::{IncidentFilter, IncidentRecord, TimelineEntry};
 
 /// An incident as the API and `medic incidents show` present it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IncidentView {
+    #[schema(value_type = String, format = Uuid)]
     pub incident_id: IncidentId,
     pub timestamp: DateTime<Utc>,
     pub service_name: String,
@@ -40,10 +41,12 @@ pub struct IncidentView {
     pub checks: Option<crate::domain::findings::Assessment>,
     pub level_2_recommendation: Option<Recommendation>,
     pub cost_estimation: CostEstimation,
+    #[schema(value_type = String)]
     pub source: &'static str,
     pub host: Option<String>,
     pub monitor_id: String,
     pub monitor_url: Option<String>,
+    #[schema(value_type = String)]
     pub severity: &'static str,
     pub state: IncidentState,
     pub down_count: u32,
@@ -89,6 +92,10 @@ impl IncidentView {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/incidents", tag = "incidents",
+    description = "Opens (or joins) an incident from a JSON alert.",
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 202, body = super::openapi::IngestAnswer), (status = "4XX", body = super::openapi::ErrorBody)))]
 pub async fn create_incident(
     State(state): State<Arc<AppState>>,
     _auth: Authorized,
@@ -115,6 +122,12 @@ pub struct ListQuery {
     token: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents",
+    description = "Incidents, newest first.",
+    params(("state" = Option<String>, Query, description = "only this state"),
+           ("service" = Option<String>, Query, description = "only this service"),
+           ("limit" = Option<usize>, Query, description = "at most this many (100)")),
+    responses((status = 200, body = Vec<IncidentView>), (status = "4XX", body = super::openapi::ErrorBody)))]
 pub async fn list_incidents(
     State(state): State<Arc<AppState>>,
     _auth: Authorized,
@@ -131,6 +144,10 @@ pub async fn list_incidents(
     Ok(Json(incidents.into_iter().map(|i| IncidentView::new(i, None)).collect()))
 }
 
+#[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents",
+    description = "One incident with its whole timeline.",
+    params(("id" = String, Path, description = "the incident id (UUID)")),
+    responses((status = 200, body = IncidentView), (status = 404, body = super::openapi::ErrorBody)))]
 pub async fn show_incident(
     State(state): State<Arc<AppState>>,
     _auth: Authorized,

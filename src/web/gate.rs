@@ -15,7 +15,7 @@ use crate::audit::AuditRecord;
 use crate::domain::Actor;
 use crate::gate::{Authority, DryRunState};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
     command: String,
@@ -26,6 +26,10 @@ pub struct CheckRequest {
     authority: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/gate/check", tag = "gate",
+    description = "The gate's verdict on a command, audited; never executes.",
+    request_body = CheckRequest,
+    responses((status = 200, body = super::openapi::GateVerdict), (status = "4XX", body = super::openapi::ErrorBody)))]
 pub async fn check(
     State(state): State<Arc<AppState>>,
     _auth: Authorized,
@@ -49,17 +53,23 @@ pub async fn check(
     Ok(Json(verdict.to_json()))
 }
 
+#[utoipa::path(get, path = "/api/v1/dry-run", tag = "gate",
+    responses((status = 200, body = DryRunState)))]
 pub async fn dry_run_state(State(state): State<Arc<AppState>>, _auth: Authorized) -> Json<DryRunState> {
     Json(state.dry_run.state())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DryRunRequest {
     enabled: bool,
 }
 
 /// Turns the API's dry-run toggle on or off (persisted). Config and `--dry-run` cannot be turned off here.
+#[utoipa::path(put, path = "/api/v1/dry-run", tag = "gate",
+    description = "Turns the API's dry-run switch on or off (persisted, audited).",
+    request_body = DryRunRequest,
+    responses((status = 200, body = DryRunState), (status = "4XX", body = super::openapi::ErrorBody)))]
 pub async fn set_dry_run(
     State(state): State<Arc<AppState>>,
     _auth: Authorized,

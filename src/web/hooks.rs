@@ -18,6 +18,10 @@ use crate::domain::{Alert, MonitorKey};
 use crate::ingest::{alertmanager, uptime_kuma};
 use crate::store::{IngestAction, IngestOutcome};
 
+#[utoipa::path(post, path = "/hooks/uptime-kuma", tag = "webhooks",
+    description = "Uptime Kuma's webhook: JSON, multipart/form-data or a custom JSON body (also as GET with query parameters).",
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 202, body = super::openapi::IngestAnswer), (status = "4XX", body = super::openapi::ErrorBody)))]
 pub async fn uptime_kuma(
     State(state): State<Arc<AppState>>,
     _auth: Authorized,
@@ -45,6 +49,10 @@ pub async fn uptime_kuma_get(
 /// `POST /hooks/alertmanager`: Alertmanager's webhook_config. Every alert of the notification is stored
 /// in one transaction before the 202, or none is (a 4xx names the alert and field; a 5xx makes
 /// Alertmanager send it again).
+#[utoipa::path(post, path = "/hooks/alertmanager", tag = "webhooks",
+    description = "Prometheus Alertmanager's webhook (payload version 4).",
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 202, body = super::openapi::AlertmanagerAnswer), (status = "4XX", body = super::openapi::ErrorBody)))]
 pub async fn alertmanager(
     State(state): State<Arc<AppState>>,
     _auth: Authorized,

@@ -9,6 +9,7 @@ pub mod health;
 pub mod hooks;
 pub mod incident_page;
 pub mod metrics;
+pub mod openapi;
 pub mod security;
 pub mod serve;
 
@@ -50,6 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/hooks/uptime-kuma", post(hooks::uptime_kuma).get(hooks::uptime_kuma_get))
         .route("/metrics", axum::routing::get(metrics::metrics))
+        .route("/api/openapi.json", get(openapi::document))
         .route("/hooks/alertmanager", post(hooks::alertmanager))
         .route("/api/v1/incidents", post(api::create_incident).get(api::list_incidents))
         .route("/api/v1/incidents/{id}", get(api::show_incident))

@@ -19,6 +19,7 @@ mod memory;
 mod metrics;
 mod model_front;
 mod notify;
+mod openapi;
 mod process;
 mod real_model;
 mod scripts;
