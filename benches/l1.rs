@@ -163,6 +163,9 @@ async fn end_to_end(front: &model_front::ModelFront) {
                 model: model_front::MODEL.into(),
                 timeout: Duration::from_secs(600),
             }),
+            // The model's one reply runs if the gate allows it (as in tests/api/real_model.rs): this
+            // measures the loop's latency, not the model's judgement (benches/decisions.rs does that).
+            tweak: Some(|s, _| s.diagnose.min_confidence = 0.0),
             ..world::Options::default()
         })
         .await;
