@@ -43,24 +43,18 @@ impl Diagnoser {
         let mut first: Option<(Diagnosis, Option<String>)> = None;
         let mut votes = Vec::new();
         for i in 0..k {
-            let (reply, record) = self
-                .call_seeded(
+            let (parsed, record) = self
+                .call_parsed(
                     provider,
                     PromptKind::L1,
-                    "l1",
                     context,
                     self.config.l1.max_tokens,
                     temperature,
                     Some(i + 1),
+                    |t| parse::diagnosis_with_problem(t, "l1"),
                 )
                 .await;
-            let parsed = reply.and_then(|r| parse::diagnosis_with_problem(&r.text, "l1"));
-            if let Some(mut r) = record {
-                if let Err(e @ DiagnoseError::Unparseable(_)) = &parsed {
-                    r.outcome = e.to_string();
-                }
-                records.push(r);
-            }
+            records.extend(record);
             match (parsed, &first) {
                 (Err(e), None) => return (Err(e), records),
                 (Err(_), Some(_)) => {

@@ -345,27 +345,43 @@ impl Diagnoser {
         (result, Some(record))
     }
 
+    /// One call, its reply parsed by `parse`; a reply that does not parse is named in the cost record's
+    /// outcome.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_parsed<T>(
+        &self,
+        provider: &Arc<dyn LlmProvider>,
+        kind: PromptKind,
+        context: &PromptContext,
+        max_tokens: u32,
+        temperature: f32,
+        seed: Option<u32>,
+        parse: impl FnOnce(&str) -> Result<T, DiagnoseError>,
+    ) -> (Result<T, DiagnoseError>, Option<CallRecord>) {
+        let level = match kind {
+            PromptKind::L1 => "l1",
+            PromptKind::L2 => "l2",
+        };
+        let (reply, mut record) = self.call_seeded(provider, kind, level, context, max_tokens, temperature, seed).await;
+        let parsed = reply.and_then(|r| parse(&r.text));
+        if let (Err(e @ DiagnoseError::Unparseable(_)), Some(r)) = (&parsed, record.as_mut()) {
+            r.outcome = e.to_string();
+        }
+        (parsed, record)
+    }
+
     /// Level 1, one reply, with the model's own confidence (the pipeline uses
     /// [`Diagnoser::level1_sampled`]; this is the single call it is made of, and the benchmark's baseline).
     pub async fn level1(&self, context: &PromptContext) -> (Result<Diagnosis, DiagnoseError>, Option<CallRecord>) {
         let Some(provider) = &self.l1 else {
             return (Err(DiagnoseError::Unavailable("level 1 is not configured (diagnose.l1.url)".into())), None);
         };
-        let (reply, mut record) = self
-            .call_seeded(
-                provider,
-                PromptKind::L1,
-                "l1",
-                context,
-                self.config.l1.max_tokens,
-                self.config.l1.temperature,
-                None,
-            )
+        let (temperature, max_tokens) = (self.config.l1.temperature, self.config.l1.max_tokens);
+        let (parsed, record) = self
+            .call_parsed(provider, PromptKind::L1, context, max_tokens, temperature, None, |text| {
+                parse::diagnosis(text, "l1")
+            })
             .await;
-        let parsed = reply.and_then(|r| parse::diagnosis(&r.text, "l1"));
-        if let (Err(e @ DiagnoseError::Unparseable(_)), Some(r)) = (&parsed, record.as_mut()) {
-            r.outcome = e.to_string();
-        }
         (parsed, record)
     }
 
@@ -374,21 +390,13 @@ impl Diagnoser {
         let Some(provider) = &self.l2 else {
             return (Err(DiagnoseError::Unavailable("level 2 is not configured (diagnose.l2)".into())), None);
         };
-        let (reply, mut record) = self
-            .call_seeded(
-                provider,
-                PromptKind::L2,
-                "l2",
-                context,
-                self.config.l2.max_tokens,
-                self.config.l2.temperature,
-                None,
-            )
+        let (temperature, max_tokens) = (self.config.l2.temperature, self.config.l2.max_tokens);
+        let force_human = self.config.l2_requires_human_approval;
+        let (parsed, record) = self
+            .call_parsed(provider, PromptKind::L2, context, max_tokens, temperature, None, |text| {
+                parse::recommendation(text, force_human)
+            })
             .await;
-        let parsed = reply.and_then(|r| parse::recommendation(&r.text, self.config.l2_requires_human_approval));
-        if let (Err(e @ DiagnoseError::Unparseable(_)), Some(r)) = (&parsed, record.as_mut()) {
-            r.outcome = e.to_string();
-        }
         (parsed, record)
     }
 }

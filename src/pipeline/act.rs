@@ -36,16 +36,7 @@ impl Pipeline {
         let approved = match verdict {
             Verdict::Deny { reason } => return Ok(Auto::NotActed(format!("gate denied `{command}`: {reason}"))),
             Verdict::NeedsApproval(p) => {
-                let (id, argv, cause) = (incident.id, p.argv.clone(), proposal.cause.clone());
-                self.store
-                    .write(move |ctx| {
-                        ctx.update_details(id, |d| {
-                            d.pending_approval_command = Some(argv);
-                            d.fix_cause = Some(cause);
-                        })
-                        .map(|_| ())
-                    })
-                    .await?;
+                self.keep_for_approval(incident.id, p.argv.clone(), &proposal.cause, None).await?;
                 return Ok(Auto::NotActed(format!("`{}` needs human approval", p.display())));
             }
             Verdict::Allow(cmd) => cmd,
@@ -53,37 +44,43 @@ impl Pipeline {
         // Automatic actions stay within the incident: its own service (and container) on its own host.
         if let Some(why) = crate::gate::out_of_scope(approved.bindings(), &target.service, target.container.as_deref())
         {
-            let (id, argv, cause) = (incident.id, approved.argv().to_vec(), proposal.cause.clone());
             let note = format!("`{}` needs a human: {why}", approved.display());
-            let timeline = note.clone();
-            self.store
-                .write(move |ctx| {
-                    ctx.timeline(id, "scope", &timeline, serde_json::Value::Null)?;
-                    ctx.update_details(id, |d| {
-                        d.pending_approval_command = Some(argv);
-                        d.fix_cause = Some(cause);
-                    })
-                    .map(|_| ())
-                })
+            self.keep_for_approval(incident.id, approved.argv().to_vec(), &proposal.cause, Some(("scope", &note)))
                 .await?;
             return Ok(Auto::NotActed(note));
         }
         if let Some(reason) = self.policy_refuses(incident, target, &approved).await? {
             // Allowed and in scope, refused only for now: a human may still decide to run it.
-            let (id, argv, cause) = (incident.id, approved.argv().to_vec(), proposal.cause.clone());
-            self.store
-                .write(move |ctx| {
-                    ctx.update_details(id, |d| {
-                        d.pending_approval_command = Some(argv);
-                        d.fix_cause = Some(cause);
-                    })
-                    .map(|_| ())
-                })
-                .await?;
+            self.keep_for_approval(incident.id, approved.argv().to_vec(), &proposal.cause, None).await?;
             return Ok(Auto::NotActed(reason));
         }
         self.run_fix(incident, target, approved, &proposal.level, &proposal.cause, memory_entry, None).await?;
         Ok(Auto::Acted)
+    }
+
+    /// Keeps a gated command (and its cause) as the one an approval request offers, with an optional
+    /// timeline entry (kind, message) in the same transaction.
+    pub(super) async fn keep_for_approval(
+        &self,
+        id: crate::domain::IncidentId,
+        argv: Vec<String>,
+        cause: &str,
+        note: Option<(&'static str, &str)>,
+    ) -> Result<(), PipelineError> {
+        let (cause, note) = (cause.to_string(), note.map(|(kind, message)| (kind, message.to_string())));
+        self.store
+            .write(move |ctx| {
+                if let Some((kind, message)) = &note {
+                    ctx.timeline(id, kind, message, serde_json::Value::Null)?;
+                }
+                ctx.update_details(id, |d| {
+                    d.pending_approval_command = Some(argv);
+                    d.fix_cause = Some(cause);
+                })
+                .map(|_| ())
+            })
+            .await?;
+        Ok(())
     }
 
     pub(super) async fn record_verdict(

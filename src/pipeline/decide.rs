@@ -263,17 +263,7 @@ impl Pipeline {
             Verdict::NeedsApproval(p) => p.argv,
             Verdict::Allow(cmd) => cmd.argv().to_vec(),
         };
-        let (id, cause) = (incident.id, proposal.cause.clone());
-        self.store
-            .write(move |ctx| {
-                ctx.update_details(id, |d| {
-                    d.pending_approval_command = Some(argv);
-                    d.fix_cause = Some(cause);
-                })
-                .map(|_| ())
-            })
-            .await?;
-        Ok(())
+        self.keep_for_approval(incident.id, argv, &proposal.cause, None).await
     }
 
     /// A validated fix from memory close enough to use without a model.
