@@ -46,6 +46,16 @@ pub enum Command {
     /// Check the inventory's hosts before an incident does.
     #[command(subcommand)]
     Hosts(HostsCommand),
+    /// Console operators.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Hash a password for a console operator (argon2id) and print the config lines to add. The password
+    /// is asked twice on a terminal, or read as the first line of standard input.
+    Add { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,6 +251,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             audit_export(&store, since.as_deref(), incident.as_deref(), output).await
         }
         Command::Hooks(HooksCommand::Replay { file, url, token }) => replay(&file, &url, token.as_deref()).await,
+        Command::Users(UsersCommand::Add { name }) => users_add(&name),
         Command::Memory(cmd) => {
             let (settings, _) = load_settings(cli.config.as_deref())?;
             let memory = crate::memory::Memory::open(&settings.memory, &settings.store.data_dir)
@@ -272,6 +283,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }))
         }
     }
+}
+
+fn users_add(name: &str) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    if !crate::web::console::valid_name(name) {
+        bail!("operator names are 1-64 characters of letters, digits, '.', '_', '@', '-'");
+    }
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("Password for {name}: "))?;
+        let again = rpassword::prompt_password("Again: ")?;
+        if first != again {
+            bail!("the two passwords differ");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if password.chars().count() < 12 {
+        bail!("use a password of at least 12 characters");
+    }
+    let hash = crate::web::console::session::hash_password(&password);
+    println!("# Add to medic.toml (or set MEDIC_CONSOLE__USERS as TOML):");
+    println!("[[console.users]]\nname = {name:?}\npassword_hash = {hash:?}");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn hosts_check(settings: &Settings, only: Option<&str>, service: Option<&str>) -> anyhow::Result<ExitCode> {

@@ -38,6 +38,7 @@ pub struct Settings {
     pub diagnose: crate::diagnose::DiagnoseConfig,
     pub approval: crate::approval::ApprovalConfig,
     pub notify: crate::notify::NotifyConfig,
+    pub console: crate::web::console::ConsoleConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -190,6 +191,16 @@ impl Settings {
         self.memory.validate()?;
         self.diagnose.validate()?;
         self.approval.validate()?;
+        self.console.validate()?;
+        if self.approval.require_login && !self.console.has_operators() {
+            return Err(ConfigError::invalid(
+                "approval.require_login",
+                "needs console operators ([[console.users]] or console.proxy_header): nobody could decide",
+            ));
+        }
+        if self.approval.require_login && !self.console.enabled {
+            return Err(ConfigError::invalid("approval.require_login", "needs console.enabled = true"));
+        }
         self.notify.validate()?;
         if let Some(token) = &self.auth.token
             && token.expose().len() < 12

@@ -135,9 +135,26 @@ impl Application {
         }
 
         let inventory = Inventory::new(settings.inventory.clone());
+        let transports = Arc::new(Transports::for_installation(settings.transport.clone(), &settings.store.data_dir));
+        let console = web::console::Console {
+            sessions: web::console::Sessions::new(
+                store.clone(),
+                &settings.console.user_hashes(),
+                settings.console.session_ttl,
+                settings.console.idle_timeout,
+                notifier.public_url().scheme() == "https",
+            ),
+            proxy_header: (!settings.console.proxy_header.is_empty())
+                .then(|| axum::http::HeaderName::from_bytes(settings.console.proxy_header.as_bytes()).ok())
+                .flatten(),
+            trusted_proxies: settings.console.trusted_proxies.clone(),
+            require_login: settings.approval.require_login,
+            collector: Collector::new(gate.clone(), redactor.clone(), settings.collect.clone()),
+            transports: transports.clone(),
+        };
         let stages = Stages {
             inventory: inventory.clone(),
-            transports: Arc::new(Transports::for_installation(settings.transport.clone(), &settings.store.data_dir)),
+            transports,
             collector: Collector::new(gate.clone(), redactor.clone(), settings.collect.clone()),
             gate: gate.clone(),
             policy: ActionPolicy::new(settings.gate.policy.clone()),
@@ -191,6 +208,8 @@ impl Application {
             links,
             inventory,
             throttle: Default::default(),
+            console,
+            console_enabled: settings.console.enabled,
             max_body_bytes: settings.server.max_body_bytes,
             request_timeout: settings.server.request_timeout,
         });

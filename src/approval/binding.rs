@@ -63,6 +63,8 @@ impl Binding {
 pub struct Decider {
     pub ip: String,
     pub user_agent: String,
+    /// The console operator whose session made the decision, when there was one.
+    pub operator: Option<String>,
 }
 
 impl Decider {
@@ -70,6 +72,11 @@ impl Decider {
     pub fn describe(&self, recipient: &str, at: DateTime<Utc>) -> String {
         // The user agent is the client's text: shown defanged, on one line.
         let ua = crate::notify::quote::field(&self.user_agent, 120);
+        let recipient = match &self.operator {
+            Some(name) if recipient.is_empty() => format!("operator {name} (console)"),
+            Some(name) => format!("operator {name} (console session, link sent to {recipient})"),
+            None => recipient.to_string(),
+        };
         format!(
             "{recipient} from {} ({}) at {}",
             if self.ip.is_empty() { "unknown address" } else { &self.ip },

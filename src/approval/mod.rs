@@ -20,6 +20,7 @@
 //! Tests: `tests/api/approval.rs`, `tests/api/approval_attacks.rs`.
 
 mod binding;
+mod decide;
 pub mod journal;
 pub mod links;
 pub mod throttle;
@@ -55,6 +56,9 @@ pub struct ApprovalConfig {
     /// How often an incident whose approval links expired unanswered is asked again (new links)
     /// before medic stops asking and leaves it parked for a human, with an escalation email.
     pub max_requests: u32,
+    /// Approval links also need a logged-in console session: a forwarded link alone cannot decide,
+    /// and the audit names the operator.
+    pub require_login: bool,
 }
 
 impl Default for ApprovalConfig {
@@ -64,6 +68,7 @@ impl Default for ApprovalConfig {
             ttl: Duration::from_secs(24 * 3600),
             incident_link_ttl: Duration::from_secs(30 * 24 * 3600),
             max_requests: 3,
+            require_login: false,
         }
     }
 }
@@ -448,85 +453,52 @@ impl Approvals {
         self.store
             .write(move |ctx| {
                 let Some(row) = row(ctx.conn(), &hash)? else { return Ok(Err(ApprovalError::Unknown)) };
-                let action = match row.usable(&journal, ctx.now())? {
-                    Ok(a) => a,
-                    Err(e) => return Ok(Err(e)),
-                };
                 let same = |a: &str, b: &str| bool::from(a.as_bytes().ct_eq(b.as_bytes()));
-                if !same(&row.incident, &form.incident_id)
-                    || !same(&row.command_hash, &form.command_hash)
-                    || !same(&row.csrf, &form.csrf)
+                if row.usable(&journal, ctx.now())?.is_ok()
+                    && (!same(&row.incident, &form.incident_id)
+                        || !same(&row.command_hash, &form.command_hash)
+                        || !same(&row.csrf, &form.csrf))
                 {
                     return Ok(Err(ApprovalError::Mismatch));
                 }
-                if let Some(asked) = form.decision
-                    && asked != action
-                {
-                    return Ok(Err(ApprovalError::WrongAction(action.action(), asked.action())));
-                }
-                let id = row.incident_id()?;
-                let state = ctx.state_of(id)?;
-                if state != IncidentState::AwaitingApproval {
-                    return Ok(Err(ApprovalError::NotWaiting(state.to_string())));
-                }
+                decide::decide_row(ctx, &journal, &hash, row, form.decision, form.reason, &decider, &current)
+            })
+            .await
+    }
+
+    /// A decision from the console's inbox by a logged-in operator (whose form carried the session's CSRF
+    /// value and the hash of the command it showed): the same checks and the same transaction as a link,
+    /// on the incident's newest open link for that decision. `Unknown` when no link is open (they
+    /// expired: medic asks again).
+    pub async fn decide_as_operator(
+        &self,
+        id: IncidentId,
+        decision: Decision,
+        command_hash: String,
+        reason: Option<String>,
+        decider: Decider,
+        current: Result<Binding, String>,
+    ) -> Result<Result<Decided, ApprovalError>, StoreError> {
+        let journal = self.journal.clone();
+        self.store
+            .write(move |ctx| {
                 let now = crate::audit::format_time(ctx.now());
-                let changed = match &current {
-                    Err(why) => Some(why.clone()),
-                    Ok(now_binding) => row.binding().difference(now_binding),
-                };
-                if let Some(why) = changed {
-                    let reason = format!("approval refused: {why}; asking again");
-                    let record = AuditRecord::ApprovalRefused {
-                        status: 409,
-                        reason: reason.clone(),
-                        ip: decider.ip.clone(),
-                        user_agent: decider.user_agent.clone(),
-                    };
-                    ask_again(ctx, id, Closed::Superseded, &reason, (Actor::Human, record))?;
-                    return Ok(Err(ApprovalError::Changed(why)));
+                let hash: Option<String> = ctx
+                    .conn()
+                    .query_row(
+                        "SELECT token_hash FROM approvals WHERE incident_id = ?1 AND action = ?2
+                           AND decided_at IS NULL AND expires_at > ?3 ORDER BY created_at DESC LIMIT 1",
+                        params![id.to_string(), decision.action(), now],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(hash) = hash else { return Ok(Err(ApprovalError::Unknown)) };
+                let Some(row) = row(ctx.conn(), &hash)? else { return Ok(Err(ApprovalError::Unknown)) };
+                // The operator decides on the command the inbox showed, not on one that replaced it since.
+                if !bool::from(row.command_hash.as_bytes().ct_eq(command_hash.as_bytes())) {
+                    return Ok(Err(ApprovalError::Mismatch));
                 }
-                // Outside the database first: a restored backup cannot revive this request.
-                match journal.record(&row.request_id, &row.incident, Entry::Decided) {
-                    Ok(true) => {}
-                    Ok(false) => return Ok(Err(ApprovalError::InJournal)),
-                    Err(e) => return Err(StoreError::Corrupt(format!("cannot write the decision journal: {e}"))),
-                }
-                // First valid decision wins: close every token of this incident.
-                ctx.conn().execute(
-                    "UPDATE approvals SET decided_at = ?2, decision = ?3,
-                         reason = CASE WHEN token_hash = ?4 THEN ?5 ELSE reason END,
-                         used = CASE WHEN token_hash = ?4 THEN 1 ELSE 0 END,
-                         decided_ip = CASE WHEN token_hash = ?4 THEN ?6 ELSE NULL END,
-                         decided_ua = CASE WHEN token_hash = ?4 THEN ?7 ELSE NULL END
-                     WHERE incident_id = ?1 AND decided_at IS NULL",
-                    params![row.incident, now, action.as_str(), hash, form.reason, decider.ip, decider.user_agent],
-                )?;
-                let argv: Vec<String> = serde_json::from_str(&row.argv)?;
-                let to = match action {
-                    Decision::Approve => IncidentState::Approved,
-                    Decision::Reject => IncidentState::Rejected,
-                };
-                let who = decider.describe(&row.recipient, ctx.now());
-                let why = match (&action, &form.reason) {
-                    (Decision::Approve, _) => format!("approved by {who}: {}", argv.join(" ")),
-                    (Decision::Reject, Some(r)) if !r.trim().is_empty() => format!("rejected by {who}: {r}"),
-                    (Decision::Reject, _) => format!("rejected by {who}"),
-                };
-                ctx.transition(id, &Transition::new(state, to, why)?, Actor::Human)?;
-                ctx.update_details(id, |d| d.decided_by = Some(who.clone()))?;
-                ctx.audit(
-                    Some(id),
-                    Actor::Human,
-                    AuditRecord::ApprovalDecided {
-                        decision: action.as_str().into(),
-                        recipient: row.recipient.clone(),
-                        reason: form.reason.clone().unwrap_or_default(),
-                        ip: decider.ip.clone(),
-                        user_agent: decider.user_agent.clone(),
-                        request_id: row.request_id.clone(),
-                    },
-                )?;
-                Ok(Ok(Decided { incident_id: id, argv, recipient: row.recipient, decision: action, who }))
+                decide::decide_row(ctx, &journal, &hash, row, Some(decision), reason, &decider, &current)
             })
             .await
     }

@@ -117,6 +117,10 @@ pub enum AuditRecord {
         ip: String,
         user_agent: String,
         request_id: String,
+        /// The console operator whose session decided (console inbox, or a link with
+        /// `approval.require_login`); absent on email-only decisions.
+        #[serde(skip_serializing_if = "String::is_empty")]
+        operator: String,
     },
     /// A refused attempt on an approval link (rate-limited per client address).
     ApprovalRefused {
@@ -148,6 +152,21 @@ pub enum AuditRecord {
     },
     DryRunToggled {
         enabled: bool,
+    },
+    /// A console login attempt. Failures are audited while the login throttle allows.
+    OperatorLogin {
+        operator: String,
+        outcome: String,
+        ip: String,
+        user_agent: String,
+    },
+    /// Something an operator did in the console: log out, revoke a session, demote or delete a memory
+    /// entry, import a runbook, try a command at the gate, switch dry-run, run a host check.
+    OperatorAction {
+        operator: String,
+        action: String,
+        target: String,
+        detail: String,
     },
 }
 

@@ -277,6 +277,13 @@ impl Memory {
         self.store.delete(id).await
     }
 
+    /// Every entry, newest first.
+    pub async fn all(&self) -> Result<Vec<MemoryEntry>, MemoryError> {
+        let mut entries = self.store.all().await?;
+        entries.sort_by_key(|e| std::cmp::Reverse((e.created_at, e.id)));
+        Ok(entries)
+    }
+
     pub async fn count(&self) -> Result<u64, MemoryError> {
         self.store.count().await
     }

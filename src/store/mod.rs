@@ -14,6 +14,7 @@
 
 mod error;
 mod model;
+pub mod reports;
 pub mod retention;
 mod schema;
 mod write;
@@ -36,6 +37,7 @@ use crate::gate::ActionRecord;
 pub use model::{DigestStats, IncidentFilter, IncidentRecord, IngestAction, IngestOutcome, TimelineEntry};
 
 pub use error::StoreError;
+pub use reports::{AuditQuery, IncidentQuery};
 
 /// Incidents the pipeline can move on: open, not parked, not waiting for a human. The partial index
 /// `incidents_runnable` in `schema.sql` has exactly this condition (SQLite uses it only when they match).
@@ -439,4 +441,51 @@ pub(crate) fn parse_ts(text: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt(format!("bad timestamp {text:?}: {e}")))
+}
+
+/// The console's reads ([`reports`]).
+impl Store {
+    pub async fn incident_page(&self, q: IncidentQuery) -> Result<(Vec<IncidentRecord>, u64), StoreError> {
+        self.read(move |conn| reports::incidents(conn, &q)).await
+    }
+
+    pub async fn facets(&self) -> Result<reports::Facets, StoreError> {
+        self.read(reports::facets).await
+    }
+
+    pub async fn overview(&self) -> Result<reports::Overview, StoreError> {
+        self.read(|conn| reports::overview(conn, Utc::now())).await
+    }
+
+    pub async fn audit_page(&self, q: AuditQuery) -> Result<(Vec<audit::AuditEvent>, u64), StoreError> {
+        self.read(move |conn| reports::audit(conn, &q)).await
+    }
+
+    pub async fn approval_rows(&self, id: IncidentId) -> Result<Vec<reports::ApprovalRow>, StoreError> {
+        self.read(move |conn| reports::approvals(conn, &id.to_string())).await
+    }
+
+    pub async fn messages(&self, id: IncidentId) -> Result<Vec<reports::MessageRow>, StoreError> {
+        self.read(move |conn| reports::messages(conn, &id.to_string())).await
+    }
+
+    pub async fn memory_use(
+        &self,
+        entry: String,
+    ) -> Result<(Vec<(String, u64)>, Vec<(String, String, String)>), StoreError> {
+        self.read(move |conn| reports::memory_use(conn, &entry)).await
+    }
+
+    pub async fn host_checks(&self) -> Result<Vec<reports::HostCheckRow>, StoreError> {
+        self.read(reports::host_checks).await
+    }
+
+    /// Records a host check's outcome ("ok", "problems", "unreachable") and its report.
+    pub async fn record_host_check(&self, host: String, outcome: &'static str, report: String) -> Result<(), StoreError> {
+        self.write(move |ctx| {
+            let now = ctx.now();
+            reports::record_host_check(ctx.conn(), &host, now, outcome, &report)
+        })
+        .await
+    }
 }

@@ -82,7 +82,7 @@ pub struct IncidentFilter {
     pub limit: usize,
 }
 
-const COLUMNS: &str = "id, source, monitor_id, monitor_json, service_name, host, severity, state, last_status,
+pub(super) const COLUMNS: &str = "id, source, monitor_id, monitor_json, service_name, host, severity, state, last_status,
     first_down_at, opened_at, updated_at, closed_at, down_count, attempt_count, error_logs, outage_seconds,
     monitor_up_at, parked_reason, details_json";
 
@@ -90,7 +90,7 @@ fn corrupt<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-fn from_row(row: &Row<'_>) -> Result<IncidentRecord, StoreError> {
+pub(super) fn from_row(row: &Row<'_>) -> Result<IncidentRecord, StoreError> {
     let id: String = row.get(0)?;
     let source: String = row.get(1)?;
     let monitor_json: String = row.get(3)?;

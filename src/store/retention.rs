@@ -65,6 +65,7 @@ impl Store {
                 conn.execute("DELETE FROM actions WHERE at < ?1", [&cutoff])?;
                 conn.execute("DELETE FROM ledger WHERE at < ?1", [&cutoff])?;
                 conn.execute("DELETE FROM events WHERE incident_id IS NULL AND received_at < ?1", [&cutoff])?;
+                conn.execute("DELETE FROM console_sessions WHERE expires_at < ?1", [&cutoff])?;
                 Ok(conn.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?1", [&cutoff])? as u64)
             })
             .await?;

@@ -179,3 +179,26 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error       TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(sent_at, next_attempt_at);
+
+-- Console sessions: only the SHA-256 of the cookie's value is stored. A cookie from another medic
+-- (another database) finds no row.
+CREATE TABLE IF NOT EXISTS console_sessions (
+    token_hash  TEXT PRIMARY KEY,
+    operator    TEXT NOT NULL,
+    csrf        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    last_seen   TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
+    ip          TEXT NOT NULL,
+    user_agent  TEXT NOT NULL,
+    revoked_at  TEXT,
+    id          TEXT NOT NULL UNIQUE
+);
+
+-- The last `hosts check` per host, from the console or the CLI.
+CREATE TABLE IF NOT EXISTS host_checks (
+    host        TEXT PRIMARY KEY,
+    checked_at  TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    report      TEXT NOT NULL
+);

@@ -115,7 +115,7 @@ fn decider(peer: Option<SocketAddr>, headers: &HeaderMap) -> Decider {
         .filter(|c| !c.is_control())
         .take(300)
         .collect();
-    Decider { ip: peer.map(|p| p.ip().to_string()).unwrap_or_default(), user_agent }
+    Decider { ip: peer.map(|p| p.ip().to_string()).unwrap_or_default(), user_agent, operator: None }
 }
 
 /// Logs, audits (while the throttle allows) and answers a refused attempt.
@@ -157,6 +157,21 @@ fn throttled(seconds: u64) -> Response {
     response
 }
 
+/// `approval.require_login` and no console session: the link works only after logging in. The session
+/// cookie is `SameSite=Strict`, so a link clicked in a webmail arrives without it; the login page, reached
+/// from this page, sees it and comes straight back.
+fn login_first(token: &str) -> Response {
+    let next: String = url::form_urlencoded::byte_serialize(format!("/approvals/{token}").as_bytes()).collect();
+    let html = LoginFirst { next: format!("/ui/login?next={next}") }.render().unwrap_or_else(|_| "medic: log in first".into());
+    page(StatusCode::OK, html)
+}
+
+#[derive(Template)]
+#[template(path = "pages/login_first.html")]
+struct LoginFirst {
+    next: String,
+}
+
 fn peer_ip(peer: Option<SocketAddr>) -> IpAddr {
     peer.map(|p| p.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
@@ -183,6 +198,9 @@ pub async fn confirm(
 ) -> Response {
     if let Some(seconds) = state.throttle.blocked(peer_ip(peer)) {
         return throttled(seconds);
+    }
+    if state.console.require_login && state.console.operator(peer.map(|p| p.ip()), &headers).await.is_none() {
+        return login_first(&token);
     }
     let view = match state.approvals.view(&token).await {
         Ok(Ok(v)) => v,
@@ -273,7 +291,7 @@ pub struct DecisionFormData {
 /// medic's own page; without it, an `Origin` must be medic's. `Origin: null` is what a browser sends for
 /// a form on a `no-referrer` page such as medic's, so it is no proof either way; the form's CSRF value,
 /// only on medic's page, still is.
-fn cross_site(headers: &HeaderMap, public_url: &url::Url) -> Option<String> {
+pub(crate) fn cross_site(headers: &HeaderMap, public_url: &url::Url) -> Option<String> {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         return (!matches!(site, "same-origin" | "none"))
             .then(|| format!("the form was sent from another site (Sec-Fetch-Site: {site})"));
@@ -352,7 +370,24 @@ pub async fn decide(
         decision: asked,
         reason: reason.clone(),
     };
-    let who = decider(peer, &headers);
+    let mut who = decider(peer, &headers);
+    if state.console.require_login {
+        match state.console.operator(peer.map(|p| p.ip()), &headers).await {
+            Some(operator) => who.operator = Some(operator.name),
+            None => {
+                return refuse(
+                    Strike::Free,
+                    &state,
+                    peer,
+                    &headers,
+                    StatusCode::FORBIDDEN,
+                    "Console login required",
+                    "approval links need a console session here (approval.require_login); log in and open the link again".into(),
+                )
+                .await;
+            }
+        }
+    }
     let decided = match state.approvals.decide(&token, decision_form, who, current).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
@@ -387,7 +422,7 @@ pub async fn decide(
 }
 
 /// A rejected fix becomes a negative example for level 2, with the human's reason.
-async fn remember_rejection(state: &AppState, id: IncidentId, command: &str, recipient: &str, reason: Option<String>) {
+pub(crate) async fn remember_rejection(state: &AppState, id: IncidentId, command: &str, recipient: &str, reason: Option<String>) {
     let (Some(memory), Ok(Some(incident))) = (&state.memory, state.store.incident(id).await) else { return };
     let entry = crate::memory::MemoryEntry {
         id: uuid::Uuid::now_v7(),

@@ -9,7 +9,9 @@
 //!   stored alerts per source and status (both within `store.retention`), the pipeline's runnable
 //!   incidents, incidents waiting for a human, the outbox's pending and failing messages.
 //!
-//! Not here yet: latency histograms (verification, model calls, SSH commands) and approval latency.
+//! - histograms (seconds) from rows kept within `store.retention`: fix commands' run time on their host
+//!   (`actions`), command end → verification result (audit), model call latency (the timeline's call
+//!   records), approval email → decision (`approvals`).
 //! A scrape reads the audit log whole (a few grouped passes): 4.7 s at a million incidents
 //! (BENCHMARKS.md, `cargo bench --bench store`).
 
@@ -22,6 +24,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use rusqlite::Connection;
 
@@ -39,6 +42,24 @@ type Metric<V> = (&'static str, &'static str, Vec<(Labels, V)>);
 pub struct Snapshot {
     counters: Vec<Metric<f64>>,
     gauges: Vec<Metric<i64>>,
+    /// Observations in seconds (one per row kept within `store.retention`), by labels.
+    histograms: Vec<Metric<Vec<f64>>>,
+}
+
+/// Seconds: from a fast command or model call to an approval that waited most of a day.
+const BUCKETS: [f64; 14] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 86400.0];
+
+fn new_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Rows of label columns then one value column, as labelled observation lists.
+fn observations(conn: &Connection, sql: &str, names: &[&str]) -> Result<Vec<(Labels, Vec<f64>)>, StoreError> {
+    let mut by: std::collections::BTreeMap<Labels, Vec<f64>> = Default::default();
+    for (labels, value) in grouped(conn, sql, names)? {
+        by.entry(labels).or_default().push(value);
+    }
+    Ok(by.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -181,6 +202,50 @@ pub fn snapshot(conn: &Connection) -> Result<Snapshot, StoreError> {
             &["channel"],
         )?,
     ));
+    s.histograms.push((
+        "medic_command_duration_seconds",
+        "How long fix commands took to run on their host (automatic or approved)",
+        observations(
+            conn,
+            "SELECT CASE automatic WHEN 1 THEN 'true' ELSE 'false' END, duration_ms / 1000.0 FROM actions
+             WHERE outcome != 'dry_run' AND duration_ms IS NOT NULL",
+            &["automatic"],
+        )?,
+    ));
+    s.histograms.push((
+        "medic_verification_seconds",
+        "From a fix command's end to its verification's result",
+        observations(
+            conn,
+            "SELECT CASE json_extract(v.details, '$.verified') WHEN 1 THEN 'true' ELSE 'false' END,
+                    (julianday(v.time) - julianday(c.time)) * 86400.0
+             FROM audit v JOIN audit c ON c.seq = (SELECT MAX(seq) FROM audit x WHERE x.incident_id = v.incident_id
+                 AND x.kind = 'command_executed' AND x.seq < v.seq)
+             WHERE v.kind = 'verification'",
+            &["verified"],
+        )?,
+    ));
+    s.histograms.push((
+        "medic_model_call_seconds",
+        "Model call latency, by level and provider",
+        observations(
+            conn,
+            "SELECT json_extract(data_json, '$.level'), json_extract(data_json, '$.provider'),
+                    COALESCE(json_extract(data_json, '$.duration_ms'), 0) / 1000.0
+             FROM timeline WHERE kind = 'model_call'",
+            &["level", "provider"],
+        )?,
+    ));
+    s.histograms.push((
+        "medic_approval_latency_seconds",
+        "From an approval email to the human's decision",
+        observations(
+            conn,
+            "SELECT decision, (julianday(decided_at) - julianday(created_at)) * 86400.0 FROM approvals
+             WHERE used = 1 AND decided_at IS NOT NULL",
+            &["decision"],
+        )?,
+    ));
     Ok(s)
 }
 
@@ -198,6 +263,16 @@ pub fn render(snapshot: &Snapshot) -> String {
         let family = Family::<Labels, Gauge>::default();
         for (l, v) in rows {
             family.get_or_create(l).set(*v);
+        }
+        registry.register(*name, *help, family);
+    }
+    for (name, help, rows) in &snapshot.histograms {
+        let family = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(new_histogram);
+        for (l, values) in rows {
+            let h = family.get_or_create(l);
+            for v in values {
+                h.observe(*v);
+            }
         }
         registry.register(*name, *help, family);
     }

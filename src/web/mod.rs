@@ -3,6 +3,7 @@
 pub mod api;
 pub mod approval;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod gate;
 pub mod health;
@@ -39,6 +40,9 @@ pub struct AppState {
     pub links: crate::approval::links::IncidentLinks,
     pub inventory: crate::inventory::Inventory,
     pub throttle: crate::approval::throttle::Throttle,
+    pub console: console::Console,
+    /// Serve `/ui/`.
+    pub console_enabled: bool,
     pub max_body_bytes: usize,
     pub request_timeout: std::time::Duration,
 }
@@ -46,7 +50,9 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
     let request_timeout = state.request_timeout;
+    let console = if state.console_enabled { console::routes() } else { Router::new() };
     Router::new()
+        .merge(console)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/hooks/uptime-kuma", post(hooks::uptime_kuma).get(hooks::uptime_kuma_get))

@@ -80,6 +80,16 @@ impl Browser {
         v[ELEMENT].as_str().map(str::to_string)
     }
 
+    pub async fn type_into(&self, element: &str, text: &str) {
+        self.call(reqwest::Method::POST, &format!("/element/{element}/value"), Some(json!({"text": text}))).await;
+    }
+
+    /// The visible text of the first element matching `css`.
+    pub async fn text(&self, css: &str) -> String {
+        let Some(id) = self.find(css).await else { return String::new() };
+        self.call(reqwest::Method::GET, &format!("/element/{id}/text"), None).await.as_str().unwrap_or_default().to_string()
+    }
+
     pub async fn click(&self, element: &str) {
         self.call(reqwest::Method::POST, &format!("/element/{element}/click"), Some(json!({}))).await;
     }

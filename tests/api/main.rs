@@ -5,6 +5,8 @@ mod approval;
 mod approval_attacks;
 mod audit;
 mod browser;
+mod console;
+mod console_browser;
 mod crash;
 mod decisions;
 mod diagnose;

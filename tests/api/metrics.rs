@@ -50,4 +50,12 @@ async fn metrics_count_what_happened_to_an_incident() {
     assert_eq!(v("medic_pipeline_runnable", &[]), Some(0.0), "{text}");
     assert_eq!(v("medic_waiting_for_human", &[]), Some(0.0), "{text}");
     assert_eq!(v("medic_alerts_stored", &[("source", "uptime_kuma"), ("status", "down")]), Some(1.0), "{text}");
+    // Latency histograms: one observation each for this incident's command, verification and model call.
+    for line in [
+        "medic_command_duration_seconds_count{automatic=\"true\"} 1",
+        "medic_verification_seconds_count{verified=\"true\"} 1",
+        "medic_model_call_seconds_count{level=\"l1\",provider=\"ollama\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
 }
