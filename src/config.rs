@@ -404,6 +404,11 @@ mod tests {
             ("[store]\nsynchronous = \"sometimes\"\n", "store.synchronous"),
             ("[pipeline]\nretry_backoff = \"soon\"\n", "pipeline.retry_backoff"),
             ("[approval]\nincident_link_ttl = \"10s\"\n", "approval.incident_link_ttl"),
+            ("[approval]\nrequire_login = true\n", "approval.require_login"),
+            ("[[console.users]]\nname = \"alice\"\npassword_hash = \"hunter2\"\n", "console.users[0].password_hash"),
+            ("[[console.users]]\nname = \"alice\"\n", "console.users[0].password_hash"),
+            ("[[console.users]]\nname = \"al ice\"\n", "console.users[0].name"),
+            ("[console]\nproxy_header = \"X-Forwarded-User\"\n", "console.trusted_proxies"),
         ];
         for (text, key) in cases {
             let err = Settings::from_toml_str(text).unwrap_err().to_string();

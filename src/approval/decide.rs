@@ -96,4 +96,3 @@ pub(super) fn decide_row(
     )?;
     Ok(Ok(Decided { incident_id: id, argv, recipient: row.recipient, decision: action, who }))
 }
-

@@ -469,10 +469,7 @@ impl Store {
         self.read(move |conn| reports::messages(conn, &id.to_string())).await
     }
 
-    pub async fn memory_use(
-        &self,
-        entry: String,
-    ) -> Result<(Vec<(String, u64)>, Vec<(String, String, String)>), StoreError> {
+    pub async fn memory_use(&self, entry: String) -> Result<reports::MemoryUse, StoreError> {
         self.read(move |conn| reports::memory_use(conn, &entry)).await
     }
 
@@ -481,7 +478,12 @@ impl Store {
     }
 
     /// Records a host check's outcome ("ok", "problems", "unreachable") and its report.
-    pub async fn record_host_check(&self, host: String, outcome: &'static str, report: String) -> Result<(), StoreError> {
+    pub async fn record_host_check(
+        &self,
+        host: String,
+        outcome: &'static str,
+        report: String,
+    ) -> Result<(), StoreError> {
         self.write(move |ctx| {
             let now = ctx.now();
             reports::record_host_check(ctx.conn(), &host, now, outcome, &report)

@@ -82,7 +82,8 @@ pub struct IncidentFilter {
     pub limit: usize,
 }
 
-pub(super) const COLUMNS: &str = "id, source, monitor_id, monitor_json, service_name, host, severity, state, last_status,
+pub(super) const COLUMNS: &str =
+    "id, source, monitor_id, monitor_json, service_name, host, severity, state, last_status,
     first_down_at, opened_at, updated_at, closed_at, down_count, attempt_count, error_logs, outage_seconds,
     monitor_up_at, parked_reason, details_json";
 

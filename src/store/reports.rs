@@ -179,9 +179,8 @@ pub(super) fn overview(conn: &Connection, now: DateTime<Utc>) -> Result<Overview
         "SELECT substr(closed_at, 1, 10), AVG((julianday(closed_at) - julianday(opened_at)) * 86400.0)
          FROM incidents WHERE state IN ('resolved', 'recovered_by_monitor') AND closed_at >= ?1 GROUP BY 1",
     )?;
-    let by_day: std::collections::HashMap<String, f64> = stmt
-        .query_map([ts(now - Duration::days(14))], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+    let by_day: std::collections::HashMap<String, f64> =
+        stmt.query_map([ts(now - Duration::days(14))], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
     o.mttr_per_day = (0..14)
         .rev()
         .map(|d| {
@@ -206,9 +205,8 @@ pub(super) fn overview(conn: &Connection, now: DateTime<Utc>) -> Result<Overview
     let outbox: Vec<(String, String, String)> =
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
     o.errors.extend(outbox);
-    let mut stmt = conn.prepare(
-        "SELECT checked_at, 'host check', host || ': ' || outcome FROM host_checks WHERE outcome != 'ok'",
-    )?;
+    let mut stmt = conn
+        .prepare("SELECT checked_at, 'host check', host || ': ' || outcome FROM host_checks WHERE outcome != 'ok'")?;
     let hosts: Vec<(String, String, String)> =
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
     o.errors.extend(hosts);
@@ -342,9 +340,11 @@ pub(super) fn record_host_check(
     Ok(())
 }
 
+pub type MemoryUse = (Vec<(String, u64)>, Vec<(String, String, String)>);
+
 /// How a memory entry fared: verification outcomes fed back to it, and the incidents it fixed or was
 /// tried on (id, state, opened).
-pub(super) fn memory_use(conn: &Connection, entry: &str) -> Result<(Vec<(String, u64)>, Vec<(String, String, String)>), StoreError> {
+pub(super) fn memory_use(conn: &Connection, entry: &str) -> Result<MemoryUse, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT json_extract(details, '$.outcome'), COUNT(*) FROM audit
          WHERE kind = 'memory_feedback' AND json_extract(details, '$.entry_id') = ?1 GROUP BY 1",

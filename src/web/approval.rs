@@ -162,7 +162,8 @@ fn throttled(seconds: u64) -> Response {
 /// from this page, sees it and comes straight back.
 fn login_first(token: &str) -> Response {
     let next: String = url::form_urlencoded::byte_serialize(format!("/approvals/{token}").as_bytes()).collect();
-    let html = LoginFirst { next: format!("/ui/login?next={next}") }.render().unwrap_or_else(|_| "medic: log in first".into());
+    let html =
+        LoginFirst { next: format!("/ui/login?next={next}") }.render().unwrap_or_else(|_| "medic: log in first".into());
     page(StatusCode::OK, html)
 }
 
@@ -422,7 +423,13 @@ pub async fn decide(
 }
 
 /// A rejected fix becomes a negative example for level 2, with the human's reason.
-pub(crate) async fn remember_rejection(state: &AppState, id: IncidentId, command: &str, recipient: &str, reason: Option<String>) {
+pub(crate) async fn remember_rejection(
+    state: &AppState,
+    id: IncidentId,
+    command: &str,
+    recipient: &str,
+    reason: Option<String>,
+) {
     let (Some(memory), Ok(Some(incident))) = (&state.memory, state.store.incident(id).await) else { return };
     let entry = crate::memory::MemoryEntry {
         id: uuid::Uuid::now_v7(),

@@ -12,6 +12,7 @@
 //! - histograms (seconds) from rows kept within `store.retention`: fix commands' run time on their host
 //!   (`actions`), command end → verification result (audit), model call latency (the timeline's call
 //!   records), approval email → decision (`approvals`).
+//!
 //! A scrape reads the audit log whole (a few grouped passes): 4.7 s at a million incidents
 //! (BENCHMARKS.md, `cargo bench --bench store`).
 
@@ -297,6 +298,7 @@ mod tests {
         let snapshot = Snapshot {
             counters: vec![("medic_gate_verdicts", "h", vec![(labels(&[("verdict", "allow".into())]), 2.0)])],
             gauges: vec![("medic_incidents", "h", vec![(labels(&[("state", "resolved".into())]), 3)])],
+            histograms: Vec::new(),
         };
         let text = render(&snapshot);
         assert!(text.contains("medic_gate_verdicts_total{verdict=\"allow\"} 2"), "{text}");

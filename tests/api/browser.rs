@@ -87,7 +87,11 @@ impl Browser {
     /// The visible text of the first element matching `css`.
     pub async fn text(&self, css: &str) -> String {
         let Some(id) = self.find(css).await else { return String::new() };
-        self.call(reqwest::Method::GET, &format!("/element/{id}/text"), None).await.as_str().unwrap_or_default().to_string()
+        self.call(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub async fn click(&self, element: &str) {

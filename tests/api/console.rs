@@ -92,7 +92,9 @@ impl Console {
             .await
             .unwrap();
         let page = Self::page(r).await;
-        if let Some(c) = page.set_cookies.iter().find(|c| c.starts_with("medic_session=") && !c.starts_with("medic_session=;")) {
+        if let Some(c) =
+            page.set_cookies.iter().find(|c| c.starts_with("medic_session=") && !c.starts_with("medic_session=;"))
+        {
             self.cookie = Some(c.split(';').next().unwrap().to_string());
         }
         page
@@ -127,7 +129,9 @@ async fn pages_need_a_session_logins_are_checked_and_throttled_and_sessions_end(
     let mut console = Console::new(&app.base);
 
     // No session: every page redirects to the login, naming where to come back.
-    for path in ["/ui/", "/ui/incidents", "/ui/audit", "/ui/approvals", "/ui/memory", "/ui/gate", "/ui/hosts", "/ui/sessions"] {
+    for path in
+        ["/ui/", "/ui/incidents", "/ui/audit", "/ui/approvals", "/ui/memory", "/ui/gate", "/ui/hosts", "/ui/sessions"]
+    {
         let page = console.get(path).await;
         assert_eq!(page.status, 303, "{path}");
         assert!(page.location.starts_with("/ui/login?next="), "{path}: {}", page.location);
@@ -157,8 +161,16 @@ async fn pages_need_a_session_logins_are_checked_and_throttled_and_sessions_end(
     assert_eq!(overview.status, 200);
     assert!(overview.body.contains("open incidents") && overview.body.contains("<svg"), "{}", overview.body);
     let kinds = audit_kinds(&app).await;
-    assert!(kinds.iter().any(|e| e["kind"] == "operator_login" && e["details"]["outcome"].as_str().unwrap().starts_with("ok")));
-    assert!(kinds.iter().any(|e| e["kind"] == "operator_login" && e["details"]["outcome"].as_str().unwrap().starts_with("refused")));
+    assert!(
+        kinds
+            .iter()
+            .any(|e| e["kind"] == "operator_login" && e["details"]["outcome"].as_str().unwrap().starts_with("ok"))
+    );
+    assert!(
+        kinds
+            .iter()
+            .any(|e| e["kind"] == "operator_login" && e["details"]["outcome"].as_str().unwrap().starts_with("refused"))
+    );
 
     // A login form posted without its own CSRF cookie is refused.
     let r = Console::new(&app.base)
@@ -171,11 +183,8 @@ async fn pages_need_a_session_logins_are_checked_and_throttled_and_sessions_end(
     second.login().await;
     assert_eq!(second.get("/ui/").await.status, 200);
     let sessions = console.get("/ui/sessions").await.body;
-    let ids: Vec<String> = sessions
-        .split("name=\"id\" value=\"")
-        .skip(1)
-        .map(|s| s.split('"').next().unwrap().to_string())
-        .collect();
+    let ids: Vec<String> =
+        sessions.split("name=\"id\" value=\"").skip(1).map(|s| s.split('"').next().unwrap().to_string()).collect();
     assert_eq!(ids.len(), 2, "two live sessions: {sessions}");
     let csrf = console.csrf().await;
     let own = sessions.contains("this session");
@@ -260,7 +269,9 @@ async fn alert_and_log_text_is_shown_as_text_on_every_console_page() {
         .client
         .post(app.url("/api/v1/incidents"))
         .bearer_auth(TOKEN)
-        .json(&json!({"service_name": "web", "monitor_name": "web <b>x</b>", "error_logs": hostile, "monitor_id": "m1"}))
+        .json(
+            &json!({"service_name": "web", "monitor_name": "web <b>x</b>", "error_logs": hostile, "monitor_id": "m1"}),
+        )
         .send()
         .await
         .unwrap();
@@ -269,7 +280,13 @@ async fn alert_and_log_text_is_shown_as_text_on_every_console_page() {
     let id = v["incident_id"].as_str().unwrap().to_string();
     let mut console = Console::new(&app.base);
     console.login().await;
-    for path in ["/ui/".to_string(), "/ui/incidents".into(), format!("/ui/incidents/{id}"), "/ui/audit".into(), "/ui/approvals".into()] {
+    for path in [
+        "/ui/".to_string(),
+        "/ui/incidents".into(),
+        format!("/ui/incidents/{id}"),
+        "/ui/audit".into(),
+        "/ui/approvals".into(),
+    ] {
         let page = console.get(&path).await;
         assert_eq!(page.status, 200, "{path}");
         assert!(!page.body.contains("<script"), "{path} carries a live script tag");
@@ -325,4 +342,93 @@ async fn with_require_login_a_forwarded_link_alone_cannot_decide_and_the_audit_n
     let text = metrics.text().await.unwrap();
     assert!(text.lines().any(|l| l == "medic_approval_latency_seconds_count{decision=\"approved\"} 1"), "{text}");
     world.app.stop().await;
+}
+
+#[tokio::test]
+async fn medic_users_add_prints_config_lines_that_log_in() {
+    use std::io::Write;
+    let run = |name: &str, password: &str| {
+        let mut child = std::process::Command::new(crate::process::medic_bin())
+            .args(["users", "add", name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run("bob", "short");
+    assert!(!ok && err.contains("at least 12"), "{err}");
+    let (ok, _, err) = run("bob smith", "a long enough password");
+    assert!(!ok && err.contains("operator names"), "{err}");
+
+    let (ok, printed, err) = run("bob", "a long enough password");
+    assert!(ok, "{err}");
+    assert!(!printed.contains("a long enough password"), "the password is never printed");
+    let settings = Settings::from_toml_str(&printed).expect("the printed lines are valid configuration");
+    assert_eq!(settings.console.users[0].name, "bob");
+    let app = TestApp::spawn_with(move |s| s.console.users = settings.console.users.clone()).await;
+    let mut console = Console::new(&app.base);
+    assert_eq!(console.login_as("bob", "a long enough password").await.status, 303);
+    assert_eq!(console.get("/ui/").await.status, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_proxy_header_logs_in_only_from_a_trusted_proxy() {
+    let app = TestApp::spawn_with(|s| {
+        s.console.proxy_header = "X-Forwarded-User".into();
+        s.console.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let console = Console::new(&app.base);
+    let page = console.post_with("/ui/login", &[], &[]).await;
+    assert_ne!(page.status, 303, "no header, no login");
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/ui/login?next=/ui/audit"))
+        .header("x-forwarded-user", "carol")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/ui/audit");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let get = |user: &'static str| {
+        let cookie = cookie.clone();
+        let url = app.url("/ui/");
+        async move {
+            let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+            client.get(url).header("cookie", cookie).header("x-forwarded-user", user).send().await.unwrap().status()
+        }
+    };
+    assert_eq!(get("carol").await, 200);
+    assert_eq!(get("mallory").await, 303, "the session belongs to the proxy's user, not to whoever holds the cookie");
+    app.stop().await;
+
+    // From an address that is not the proxy, the header is nobody.
+    let app = TestApp::spawn_with(|s| {
+        s.console.proxy_header = "X-Forwarded-User".into();
+        s.console.trusted_proxies = vec!["192.0.2.10".parse().unwrap()];
+    })
+    .await;
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/ui/login"))
+        .header("x-forwarded-user", "carol")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the login form, not a session");
+    app.stop().await;
 }

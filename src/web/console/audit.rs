@@ -49,9 +49,13 @@ impl Filters {
 
     fn link(&self, base: &str, page: Option<usize>) -> String {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in
-            [("incident", &self.incident), ("actor", &self.actor), ("kind", &self.kind), ("from", &self.from), ("to", &self.to)]
-        {
+        for (k, v) in [
+            ("incident", &self.incident),
+            ("actor", &self.actor),
+            ("kind", &self.kind),
+            ("from", &self.from),
+            ("to", &self.to),
+        ] {
             if !v.is_empty() {
                 q.append_pair(k, v);
             }
@@ -89,7 +93,9 @@ pub async fn chain_status(state: &AppState) -> ChainStatus {
                 ),
             }
         }
-        Ok(Ok((Err(e), _))) => ChainStatus { ok: false, text: format!("Chain BROKEN at seq {}: {e}. Checked {checked}.", e.seq()) },
+        Ok(Ok((Err(e), _))) => {
+            ChainStatus { ok: false, text: format!("Chain BROKEN at seq {}: {e}. Checked {checked}.", e.seq()) }
+        }
         Ok(Err(e)) => ChainStatus { ok: false, text: format!("The audit log could not be read: {e}") },
         Err(e) => ChainStatus { ok: false, text: format!("The check did not finish: {e}") },
     }
@@ -120,7 +126,11 @@ struct AuditPage {
     next: Option<String>,
 }
 
-pub async fn review(State(state): State<Arc<AppState>>, operator: Operator, query: Result<Query<Filters>, axum::extract::rejection::QueryRejection>) -> Response {
+pub async fn review(
+    State(state): State<Arc<AppState>>,
+    operator: Operator,
+    query: Result<Query<Filters>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let f = query.map(|q| q.0).unwrap_or_default();
     let (q, error) = match f.query(Some((f.page, PER_PAGE))) {
         Ok(q) => (q, None),
@@ -158,7 +168,11 @@ pub async fn review(State(state): State<Arc<AppState>>, operator: Operator, quer
     render(&page)
 }
 
-pub async fn export(State(state): State<Arc<AppState>>, operator: Operator, query: Result<Query<Filters>, axum::extract::rejection::QueryRejection>) -> Response {
+pub async fn export(
+    State(state): State<Arc<AppState>>,
+    operator: Operator,
+    query: Result<Query<Filters>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let f = query.map(|q| q.0).unwrap_or_default();
     let q = match f.query(None) {
         Ok(q) => q,

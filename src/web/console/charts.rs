@@ -78,11 +78,13 @@ pub fn line(title: &str, values: &[(String, Option<f64>)]) -> String {
             );
         }
         if i % 3 == 0 {
-            let _ = write!(svg, r##"<text x="{:.1}" y="{:.1}">{}</text>"##, x - 10.0, H - 4.0, day.get(5..).unwrap_or(day));
+            let _ =
+                write!(svg, r##"<text x="{:.1}" y="{:.1}">{}</text>"##, x - 10.0, H - 4.0, day.get(5..).unwrap_or(day));
         }
     }
     if points.len() > 1 {
-        let _ = write!(svg, r##"<polyline points="{}" fill="none" stroke="#1d4ed8" stroke-width="2"/>"##, points.join(" "));
+        let _ =
+            write!(svg, r##"<polyline points="{}" fill="none" stroke="#1d4ed8" stroke-width="2"/>"##, points.join(" "));
     }
     svg.push_str("</svg>");
     svg
@@ -98,7 +100,10 @@ mod tests {
         assert_eq!(svg.matches("<rect").count(), 3);
         assert!(svg.contains(r#"height="114.0""#), "the largest bar is full height: {svg}");
         assert!(svg.contains(r#"height="0.0""#));
-        let svg = line("t", &[("2026-11-01".into(), Some(60.0)), ("2026-11-02".into(), None), ("2026-11-03".into(), Some(120.0))]);
+        let svg = line(
+            "t",
+            &[("2026-11-01".into(), Some(60.0)), ("2026-11-02".into(), None), ("2026-11-03".into(), Some(120.0))],
+        );
         assert_eq!(svg.matches("<circle").count(), 2, "no point for a day without recoveries");
         assert!(svg.contains("<polyline"));
         assert!(svg.contains("2m"), "the axis says minutes: {svg}");

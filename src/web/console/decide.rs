@@ -51,7 +51,8 @@ pub async fn inbox(State(state): State<Arc<AppState>>, operator: Operator) -> Re
         let d = &i.details;
         let host = i.host.clone().or(d.host_name.clone());
         let argv = d.pending_approval_command.clone();
-        let verdict = argv.as_ref().map(|a| state.gate.check(&a.join(" "), host.as_deref(), crate::gate::Authority::Human));
+        let verdict =
+            argv.as_ref().map(|a| state.gate.check(&a.join(" "), host.as_deref(), crate::gate::Authority::Human));
         let shown = |t: &str| state.notifier.shown_text(t, host.as_deref());
         let w = Waiting {
             id: i.id.to_string(),
@@ -98,7 +99,7 @@ pub async fn decide(
     Path(id): Path<String>,
     Form(form): Form<DecideForm>,
 ) -> Response {
-    if let Err(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
+    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
         return refused;
     }
     let Ok(id) = id.parse::<IncidentId>() else {
@@ -125,29 +126,37 @@ pub async fn decide(
         user_agent: client.user_agent.clone(),
         operator: Some(operator.name.clone()),
     };
-    let decided =
-        match state.approvals.decide_as_operator(id, decision, form.command_hash.clone(), reason.clone(), who, current).await {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => {
-                if let ApprovalError::Changed(_) = &e
-                    && let Ok(Some(incident)) = state.store.incident(id).await
-                {
-                    state.runner.enqueue(id, incident.key);
-                }
-                let status = match e {
-                    ApprovalError::Unknown => StatusCode::GONE,
-                    ApprovalError::Mismatch => StatusCode::CONFLICT,
-                    _ => StatusCode::CONFLICT,
-                };
-                let why = match e {
-                    ApprovalError::Unknown => "no approval link of this incident is open any more (they expired; medic asks again with new ones)".to_string(),
-                    ApprovalError::Mismatch => "the command waiting for approval changed since this page was shown; reload it".to_string(),
-                    other => other.to_string(),
-                };
-                return result(status, "Not decided", &format!("{why}. Nothing was changed."));
+    let decided = match state
+        .approvals
+        .decide_as_operator(id, decision, form.command_hash.clone(), reason.clone(), who, current)
+        .await
+    {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            if let ApprovalError::Changed(_) = &e
+                && let Ok(Some(incident)) = state.store.incident(id).await
+            {
+                state.runner.enqueue(id, incident.key);
             }
-            Err(e) => return internal(e),
-        };
+            let status = match e {
+                ApprovalError::Unknown => StatusCode::GONE,
+                ApprovalError::Mismatch => StatusCode::CONFLICT,
+                _ => StatusCode::CONFLICT,
+            };
+            let why = match e {
+                ApprovalError::Unknown => {
+                    "no approval link of this incident is open any more (they expired; medic asks again with new ones)"
+                        .to_string()
+                }
+                ApprovalError::Mismatch => {
+                    "the command waiting for approval changed since this page was shown; reload it".to_string()
+                }
+                other => other.to_string(),
+            };
+            return result(status, "Not decided", &format!("{why}. Nothing was changed."));
+        }
+        Err(e) => return internal(e),
+    };
     tracing::info!(incident_id = %id, decision = decided.decision.as_str(), operator = %operator.name, "Approval decided in the console.");
     match decided.decision {
         Decision::Approve => {
@@ -157,8 +166,14 @@ pub async fn decide(
         }
         Decision::Reject => {
             let command = decided.argv.join(" ");
-            crate::web::approval::remember_rejection(&state, id, &command, &format!("operator {}", operator.name), reason)
-                .await;
+            crate::web::approval::remember_rejection(
+                &state,
+                id,
+                &command,
+                &format!("operator {}", operator.name),
+                reason,
+            )
+            .await;
         }
     }
     see_other(&format!("/ui/incidents/{id}"))

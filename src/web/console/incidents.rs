@@ -116,7 +116,11 @@ struct ListPage {
     last_shown: u64,
 }
 
-pub async fn list(State(state): State<Arc<AppState>>, operator: Operator, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    operator: Operator,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let q = query.map(|q| q.0).unwrap_or_default();
     let (from, to, error) = match (parse_when(&q.from), parse_when(&q.to)) {
         (Ok(f), Ok(t)) => (f, t, None),
@@ -209,7 +213,11 @@ pub fn details_line(details: &Value) -> String {
             .map(|(k, v)| {
                 let v = match v {
                     Value::String(s) => s.chars().take(400).collect::<String>(),
-                    Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string).unwrap_or(x.to_string())).collect::<Vec<_>>().join(" "),
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|x| x.as_str().map(str::to_string).unwrap_or(x.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(" "),
                     other => other.to_string(),
                 };
                 format!("{k}: {v}")
@@ -227,7 +235,9 @@ pub async fn show(State(state): State<Arc<AppState>>, operator: Operator, Path(i
     };
     let incident = match state.store.incident(id).await {
         Ok(Some(i)) => i,
-        Ok(None) => return crate::web::approval::result(StatusCode::NOT_FOUND, "Not found", "No incident with this id."),
+        Ok(None) => {
+            return crate::web::approval::result(StatusCode::NOT_FOUND, "Not found", "No incident with this id.");
+        }
         Err(e) => return internal(e),
     };
     let (timeline, audit, approvals, messages) = match (
@@ -248,7 +258,16 @@ pub async fn show(State(state): State<Arc<AppState>>, operator: Operator, Path(i
                 .then(|| e.data["output"].as_str().map(redact))
                 .flatten()
                 .filter(|o| !o.is_empty());
-            (key, Entry { at: e.at.format("%H:%M:%S%.3f").to_string(), source: "timeline", kind: e.kind, text: redact(&e.message), output })
+            (
+                key,
+                Entry {
+                    at: e.at.format("%H:%M:%S%.3f").to_string(),
+                    source: "timeline",
+                    kind: e.kind,
+                    text: redact(&e.message),
+                    output,
+                },
+            )
         })
         .collect();
     entries.extend(audit.into_iter().map(|e| {
@@ -270,14 +289,26 @@ pub async fn show(State(state): State<Arc<AppState>>, operator: Operator, Path(i
     if let Some(l1) = &d.level_1_diagnosis {
         facts.push((
             "Level 1 / 0 diagnosis",
-            format!("{} ({}, confidence {:.2}); proposed: {}", l1.cause, l1.level, l1.confidence, l1.action_command.as_deref().unwrap_or("no command")),
+            format!(
+                "{} ({}, confidence {:.2}); proposed: {}",
+                l1.cause,
+                l1.level,
+                l1.confidence,
+                l1.action_command.as_deref().unwrap_or("no command")
+            ),
         ));
     }
     if let Some(s) = &d.level_1_sampling {
-        facts.push(("Level 1 sampling", format!("votes {:?}, agreement {:.2}, support {:.2}", s.votes, s.agreement, s.support)));
+        facts.push((
+            "Level 1 sampling",
+            format!("votes {:?}, agreement {:.2}, support {:.2}", s.votes, s.agreement, s.support),
+        ));
     }
     if let Some(r) = &d.level_2_recommendation {
-        facts.push(("Level 2 recommendation", format!("{} (risk {}, confidence {:.2})", r.root_cause, r.risk, r.confidence)));
+        facts.push((
+            "Level 2 recommendation",
+            format!("{} (risk {}, confidence {:.2})", r.root_cause, r.risk, r.confidence),
+        ));
     }
     if let Some(reason) = &d.escalation_reason {
         facts.push(("Why humans", reason.clone()));

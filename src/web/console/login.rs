@@ -184,7 +184,7 @@ pub async fn logout(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
+    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
         return refused;
     }
     let sessions = &state.console.sessions;
@@ -217,7 +217,7 @@ pub async fn revoke(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
+    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
         return refused;
     }
     match state.console.sessions.revoke(&form.id).await {

@@ -42,7 +42,11 @@ fn no_memory() -> Response {
     result(StatusCode::SERVICE_UNAVAILABLE, "Memory unavailable", "medic runs without its memory (see the log).")
 }
 
-pub async fn memory(State(state): State<Arc<AppState>>, operator: Operator, query: Result<Query<MemoryQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+pub async fn memory(
+    State(state): State<Arc<AppState>>,
+    operator: Operator,
+    query: Result<Query<MemoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let q = query.map(|q| q.0).unwrap_or_default();
     let layout = Layout::new(&state, &operator, "memory").await;
     let Some(memory) = &state.memory else {
@@ -51,7 +55,11 @@ pub async fn memory(State(state): State<Arc<AppState>>, operator: Operator, quer
     let service = (!q.service.trim().is_empty()).then(|| q.service.trim().to_string());
     let entries = if q.q.trim().is_empty() {
         memory.all().await.map(|all| {
-            all.into_iter().filter(|e| service.as_ref().is_none_or(|s| *s == e.service)).take(200).map(|e| (e, None)).collect()
+            all.into_iter()
+                .filter(|e| service.as_ref().is_none_or(|s| *s == e.service))
+                .take(200)
+                .map(|e| (e, None))
+                .collect()
         })
     } else {
         let filter = SearchFilter { service, include_negatives: true };
@@ -67,7 +75,12 @@ pub async fn memory(State(state): State<Arc<AppState>>, operator: Operator, quer
     let stats = memory
         .stats()
         .await
-        .map(|s| format!("{} entries ({} verified, {} failed, {} rejected) in {}", s.entries, s.verified, s.failed, s.rejected, s.backend))
+        .map(|s| {
+            format!(
+                "{} entries ({} verified, {} failed, {} rejected) in {}",
+                s.entries, s.verified, s.failed, s.rejected, s.backend
+            )
+        })
         .unwrap_or_default();
     render(&MemoryPage { layout, q, available: true, entries, stats })
 }
@@ -116,7 +129,7 @@ pub async fn memory_change(
     Path(id): Path<String>,
     Form(form): Form<ChangeForm>,
 ) -> Response {
-    if let Err(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
+    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
         return refused;
     }
     let Some(memory) = &state.memory else { return no_memory() };
@@ -155,7 +168,7 @@ pub async fn memory_import(
     headers: HeaderMap,
     Form(form): Form<ImportForm>,
 ) -> Response {
-    if let Err(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
+    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
         return refused;
     }
     let Some(memory) = &state.memory else { return no_memory() };
@@ -236,7 +249,7 @@ pub async fn gate_try(
     headers: HeaderMap,
     Form(form): Form<TryForm>,
 ) -> Response {
-    if let Err(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
+    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
         return refused;
     }
     let command: String = form.command.chars().take(2000).collect();
@@ -251,7 +264,14 @@ pub async fn gate_try(
         reason: verdict.reason(),
         argv: verdict.argv().join(" "),
     };
-    audit_action(&state, &operator, "gate_try", &command, &format!("host {}: {} ({})", tried.host, tried.kind, tried.reason)).await;
+    audit_action(
+        &state,
+        &operator,
+        "gate_try",
+        &command,
+        &format!("host {}: {} ({})", tried.host, tried.kind, tried.reason),
+    )
+    .await;
     gate_page(&state, &operator, Some(tried)).await
 }
 
@@ -269,7 +289,7 @@ pub async fn dry_run(
     headers: HeaderMap,
     Form(form): Form<DryRunForm>,
 ) -> Response {
-    if let Err(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
+    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
         return refused;
     }
     let enabled = form.enabled == "true";
@@ -345,7 +365,7 @@ pub async fn hosts_check(
     headers: HeaderMap,
     Form(form): Form<CheckForm>,
 ) -> Response {
-    if let Err(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
+    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
         return refused;
     }
     let Some(host) = state.inventory.host(&form.host).cloned() else {

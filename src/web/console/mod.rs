@@ -92,22 +92,22 @@ impl ConsoleConfig {
             let key = format!("console.users[{i}]");
             if !valid_name(&user.name) {
                 return Err(ConfigError::invalid(
-                    &format!("{key}.name"),
+                    format!("{key}.name"),
                     "1-64 characters of letters, digits, '.', '_', '@', '-'",
                 ));
             }
             if !seen.insert(user.name.clone()) {
-                return Err(ConfigError::invalid(&format!("{key}.name"), "listed twice"));
+                return Err(ConfigError::invalid(format!("{key}.name"), "listed twice"));
             }
             match &user.password_hash {
                 None => {
                     return Err(ConfigError::invalid(
-                        &format!("{key}.password_hash"),
+                        format!("{key}.password_hash"),
                         "missing: run `medic users add NAME` and paste the line it prints",
                     ));
                 }
                 Some(hash) => session::valid_hash(hash.expose())
-                    .map_err(|e| ConfigError::invalid(&format!("{key}.password_hash"), &e))?,
+                    .map_err(|e| ConfigError::invalid(format!("{key}.password_hash"), &e))?,
             }
         }
         if self.session_ttl < Duration::from_secs(60) {
@@ -245,21 +245,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
     }
 }
 
-/// 403 unless the form carries this session's CSRF value and came from medic's own pages.
+/// A 403 page unless the form carries this session's CSRF value and came from medic's own pages.
 pub fn check_form(
     operator: &Operator,
     presented: &str,
     headers: &HeaderMap,
     public_url: &url::Url,
-) -> Result<(), Response> {
+) -> Option<Response> {
     use subtle::ConstantTimeEq;
     if let Some(why) = super::approval::cross_site(headers, public_url) {
-        return Err(forbidden(&format!("Refused: {why}.")));
+        return Some(forbidden(&format!("Refused: {why}.")));
     }
     if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(operator.csrf.as_bytes())) {
-        return Err(forbidden("Refused: this form's CSRF token is missing or not this session's. Reload the page."));
+        return Some(forbidden("Refused: this form's CSRF token is missing or not this session's. Reload the page."));
     }
-    Ok(())
+    None
 }
 
 fn forbidden(message: &str) -> Response {

@@ -67,7 +67,8 @@ pub async fn page(State(state): State<Arc<AppState>>, operator: Operator) -> Res
             .iter()
             .map(|(t, what, detail)| {
                 // Audit details are JSON; outbox and host rows are already a line.
-                let line = serde_json::from_str(detail).map(|v| super::incidents::details_line(&v)).unwrap_or(detail.clone());
+                let line =
+                    serde_json::from_str(detail).map(|v| super::incidents::details_line(&v)).unwrap_or(detail.clone());
                 (super::session::short_time(t), what.clone(), redact(&line))
             })
             .collect(),

@@ -205,7 +205,8 @@ impl Sessions {
             self.store
                 .write(move |ctx| {
                     let now = crate::store::ts(ctx.now());
-                    ctx.conn().execute("UPDATE console_sessions SET last_seen = ?2 WHERE token_hash = ?1", [&hash, &now])?;
+                    ctx.conn()
+                        .execute("UPDATE console_sessions SET last_seen = ?2 WHERE token_hash = ?1", [&hash, &now])?;
                     Ok(())
                 })
                 .await?;
