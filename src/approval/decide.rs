@@ -1,13 +1,14 @@
 //! One decision on one token row, inside the writer's transaction: the checks both a link's POST and
 //! the console's inbox go through (usable, right action, still waiting, same binding, journal first),
-//! then every token of the incident closed and the incident moved, audited, in one transaction.
+//! then every token of the incident closed and the incident moved, audited, in one transaction. Also
+//! [`ask_again`]: closing a request's open links without a decision.
 
 use rusqlite::params;
 
 use super::journal::{DecisionJournal, Entry};
-use super::{ApprovalError, Binding, Closed, Decided, Decider, Decision, Row, ask_again};
+use super::{ApprovalError, Binding, Decided, Decider, Decision, Row};
 use crate::audit::AuditRecord;
-use crate::domain::{Actor, IncidentState, Transition};
+use crate::domain::{Actor, IncidentId, IncidentState, Transition};
 use crate::store::{StoreError, WriteCtx};
 
 /// The decision on one token row, inside the writer's transaction (links and the console share it).
@@ -95,4 +96,42 @@ pub(super) fn decide_row(
         },
     )?;
     Ok(Ok(Decided { incident_id: id, argv, recipient: row.recipient, decision: action, who }))
+}
+
+/// Why the open links of a request were closed without a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// What would run changed (host, mapping, gate verdict) before the POST.
+    Superseded,
+    /// Every link expired unanswered.
+    Expired,
+}
+
+impl Closed {
+    fn as_str(self) -> &'static str {
+        match self {
+            Closed::Superseded => "superseded",
+            Closed::Expired => "expired",
+        }
+    }
+}
+
+/// Closes every open link of an incident waiting for approval, audits why, and moves it back to
+/// `escalated` so that the pipeline asks again with new links (or stops asking). In the caller's
+/// transaction; the one way an approval request ends without a decision.
+pub fn ask_again(
+    ctx: &mut WriteCtx<'_>,
+    id: IncidentId,
+    closed: Closed,
+    reason: &str,
+    (actor, record): (Actor, AuditRecord),
+) -> Result<(), StoreError> {
+    ctx.conn().execute(
+        "UPDATE approvals SET decided_at = ?2, decision = ?3 WHERE incident_id = ?1 AND decided_at IS NULL",
+        params![id.to_string(), crate::audit::format_time(ctx.now()), closed.as_str()],
+    )?;
+    ctx.audit(Some(id), actor, record)?;
+    ctx.update_details(id, |d| d.escalation_reason = Some(reason.to_string()))?;
+    let transition = Transition::new(IncidentState::AwaitingApproval, IncidentState::Escalated, reason)?;
+    ctx.transition(id, &transition, Actor::System)
 }

@@ -35,11 +35,12 @@ use subtle::ConstantTimeEq;
 
 use crate::audit::AuditRecord;
 use crate::conf::{ConfigError, empty_none};
-use crate::domain::{Actor, IncidentId, IncidentState, Transition};
+use crate::domain::{Actor, IncidentId};
 use crate::store::{Store, StoreError, WriteCtx};
 use journal::{DecisionJournal, Entry};
 
 pub use binding::{Binding, Decider};
+pub use decide::{Closed, ask_again};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -570,44 +571,6 @@ impl Approvals {
             })
             .await
     }
-}
-
-/// Why the open links of a request were closed without a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Closed {
-    /// What would run changed (host, mapping, gate verdict) before the POST.
-    Superseded,
-    /// Every link expired unanswered.
-    Expired,
-}
-
-impl Closed {
-    fn as_str(self) -> &'static str {
-        match self {
-            Closed::Superseded => "superseded",
-            Closed::Expired => "expired",
-        }
-    }
-}
-
-/// Closes every open link of an incident waiting for approval, audits why, and moves it back to
-/// `escalated` so that the pipeline asks again with new links (or stops asking). In the caller's
-/// transaction; the one way an approval request ends without a decision.
-pub fn ask_again(
-    ctx: &mut WriteCtx<'_>,
-    id: IncidentId,
-    closed: Closed,
-    reason: &str,
-    (actor, record): (Actor, AuditRecord),
-) -> Result<(), StoreError> {
-    ctx.conn().execute(
-        "UPDATE approvals SET decided_at = ?2, decision = ?3 WHERE incident_id = ?1 AND decided_at IS NULL",
-        params![id.to_string(), crate::audit::format_time(ctx.now()), closed.as_str()],
-    )?;
-    ctx.audit(Some(id), actor, record)?;
-    ctx.update_details(id, |d| d.escalation_reason = Some(reason.to_string()))?;
-    let transition = Transition::new(IncidentState::AwaitingApproval, IncidentState::Escalated, reason)?;
-    ctx.transition(id, &transition, Actor::System)
 }
 
 /// The approved command as stored.

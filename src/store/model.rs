@@ -182,20 +182,27 @@ pub(crate) fn audit_events(
     let mut rows = stmt.query(params![since.map(ts), incident.map(|i| i.to_string())])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        let details: String = row.get(5)?;
-        out.push(AuditEvent {
-            seq: row.get(0)?,
-            time: row.get(1)?,
-            incident_id: row.get(2)?,
-            actor: row.get(3)?,
-            kind: row.get(4)?,
-            details: serde_json::from_str(&details)?,
-            prev_hash: row.get(6)?,
-            hash: row.get(7)?,
-            mac: row.get(8)?,
-        });
+        out.push(audit_event(row)?);
     }
     Ok(out)
+}
+
+/// The columns every audit read selects, in [`audit_event`]'s order.
+pub(super) const AUDIT_COLUMNS: &str = "seq, time, incident_id, actor, kind, details, prev_hash, hash, mac";
+
+pub(super) fn audit_event(row: &Row<'_>) -> Result<AuditEvent, StoreError> {
+    let details: String = row.get(5)?;
+    Ok(AuditEvent {
+        seq: row.get(0)?,
+        time: row.get(1)?,
+        incident_id: row.get(2)?,
+        actor: row.get(3)?,
+        kind: row.get(4)?,
+        details: serde_json::from_str(&details)?,
+        prev_hash: row.get(6)?,
+        hash: row.get(7)?,
+        mac: row.get(8)?,
+    })
 }
 
 /// Until the inventory maps it, an incident's service is the monitor's `service` tag, else its name.

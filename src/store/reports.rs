@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, params, params_from_iter};
 
-use super::model::{COLUMNS, from_row};
+use super::model::{AUDIT_COLUMNS, COLUMNS, audit_event, from_row};
 use super::{IncidentRecord, StoreError, ts};
 use crate::audit::AuditEvent;
 
@@ -241,26 +241,12 @@ pub(super) fn audit(conn: &Connection, q: &AuditQuery) -> Result<(Vec<AuditEvent
         Some((page, per)) => format!("ORDER BY seq DESC LIMIT {} OFFSET {}", per.clamp(1, 1000), page * per),
         None => "ORDER BY seq".into(),
     };
-    let sql = format!(
-        "SELECT seq, time, incident_id, actor, kind, details, prev_hash, hash, mac FROM audit WHERE {} {tail}",
-        w.text()
-    );
+    let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE {} {tail}", w.text());
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(params_from_iter(w.values.iter()))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        let details: String = row.get(5)?;
-        out.push(AuditEvent {
-            seq: row.get(0)?,
-            time: row.get(1)?,
-            incident_id: row.get(2)?,
-            actor: row.get(3)?,
-            kind: row.get(4)?,
-            details: serde_json::from_str(&details)?,
-            prev_hash: row.get(6)?,
-            hash: row.get(7)?,
-            mac: row.get(8)?,
-        });
+        out.push(audit_event(row)?);
     }
     Ok((out, total))
 }

@@ -107,15 +107,23 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 
 /// The client as the audit log records it.
 fn decider(peer: Option<SocketAddr>, headers: &HeaderMap) -> Decider {
-    let user_agent = headers
+    Decider {
+        ip: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+        user_agent: user_agent(headers),
+        operator: None,
+    }
+}
+
+/// The client's user agent as medic records it: one line, control characters dropped, 300 at most.
+pub(crate) fn user_agent(headers: &HeaderMap) -> String {
+    headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .chars()
         .filter(|c| !c.is_control())
         .take(300)
-        .collect();
-    Decider { ip: peer.map(|p| p.ip().to_string()).unwrap_or_default(), user_agent, operator: None }
+        .collect()
 }
 
 /// Logs, audits (while the throttle allows) and answers a refused attempt.

@@ -7,13 +7,12 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{Client, Layout, Operator, check_form, internal, render, see_other};
+use super::{Checked, Client, Layout, Operator, internal, render, see_other};
 use crate::approval::{ApprovalError, Binding, Decider, Decision, command_hash};
 use crate::domain::{IncidentId, IncidentState};
 use crate::web::AppState;
@@ -82,8 +81,6 @@ pub async fn inbox(State(state): State<Arc<AppState>>, operator: Operator) -> Re
 #[derive(Deserialize)]
 pub struct DecideForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     decision: String,
     #[serde(default)]
     command_hash: String,
@@ -93,15 +90,10 @@ pub struct DecideForm {
 
 pub async fn decide(
     State(state): State<Arc<AppState>>,
-    operator: Operator,
     client: Client,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<DecideForm>,
+    Checked(operator, form): Checked<DecideForm>,
 ) -> Response {
-    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
-        return refused;
-    }
     let Ok(id) = id.parse::<IncidentId>() else {
         return result(StatusCode::NOT_FOUND, "Not found", "No incident with this id.");
     };

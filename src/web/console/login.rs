@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::session::{SessionRow, short_time};
-use super::{Client, Layout, Operator, check_form, internal, render, see_other};
+use super::{Checked, Client, Layout, Operator, internal, render, see_other};
 use crate::audit::AuditRecord;
 use crate::domain::Actor;
 use crate::web::AppState;
@@ -170,23 +170,14 @@ pub async fn submit(
     login_page(&state, StatusCode::UNAUTHORIZED, &form.next, Some("Wrong operator name or password.".into()))
 }
 
+/// The sessions page's forms: logout carries only its CSRF value, revoke a session's id.
 #[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
+pub struct SessionForm {
     #[serde(default)]
     id: String,
 }
 
-pub async fn logout(
-    State(state): State<Arc<AppState>>,
-    operator: Operator,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
-        return refused;
-    }
+pub async fn logout(State(state): State<Arc<AppState>>, Checked(operator, _): Checked<SessionForm>) -> Response {
     let sessions = &state.console.sessions;
     if let Err(e) = sessions.revoke(&operator.session_id).await {
         return internal(e);
@@ -211,15 +202,7 @@ pub async fn sessions(State(state): State<Arc<AppState>>, operator: Operator) ->
     render(&SessionsPage { layout, sessions, own: operator.session_id.clone() })
 }
 
-pub async fn revoke(
-    State(state): State<Arc<AppState>>,
-    operator: Operator,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
-        return refused;
-    }
+pub async fn revoke(State(state): State<Arc<AppState>>, Checked(operator, form): Checked<SessionForm>) -> Response {
     match state.console.sessions.revoke(&form.id).await {
         Ok(true) => {
             super::audit_action(&state, &operator, "revoke_session", &form.id, "").await;

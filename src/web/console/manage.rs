@@ -5,14 +5,13 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
 use super::session::short_time;
-use super::{Layout, Operator, audit_action, check_form, internal, render, see_other};
+use super::{Checked, Layout, Operator, audit_action, internal, render, see_other};
 use crate::gate::Authority;
 use crate::memory::{MemoryEntry, SearchFilter};
 use crate::web::AppState;
@@ -115,8 +114,6 @@ pub async fn memory_entry(State(state): State<Arc<AppState>>, operator: Operator
 #[derive(Deserialize)]
 pub struct ChangeForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     action: String,
     #[serde(default)]
     reason: String,
@@ -124,14 +121,9 @@ pub struct ChangeForm {
 
 pub async fn memory_change(
     State(state): State<Arc<AppState>>,
-    operator: Operator,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<ChangeForm>,
+    Checked(operator, form): Checked<ChangeForm>,
 ) -> Response {
-    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
-        return refused;
-    }
     let Some(memory) = &state.memory else { return no_memory() };
     let Ok(uuid) = id.parse::<uuid::Uuid>() else {
         return result(StatusCode::NOT_FOUND, "Not found", "No memory entry with this id.");
@@ -157,20 +149,13 @@ pub async fn memory_change(
 #[derive(Deserialize)]
 pub struct ImportForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     runbook: String,
 }
 
 pub async fn memory_import(
     State(state): State<Arc<AppState>>,
-    operator: Operator,
-    headers: HeaderMap,
-    Form(form): Form<ImportForm>,
+    Checked(operator, form): Checked<ImportForm>,
 ) -> Response {
-    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
-        return refused;
-    }
     let Some(memory) = &state.memory else { return no_memory() };
     match memory.import(&form.runbook).await {
         Ok(n) => {
@@ -233,8 +218,6 @@ pub async fn gate(State(state): State<Arc<AppState>>, operator: Operator) -> Res
 #[derive(Deserialize)]
 pub struct TryForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     command: String,
     #[serde(default)]
     host: String,
@@ -243,15 +226,7 @@ pub struct TryForm {
 }
 
 /// A dry verdict: what the gate would say, nothing runs.
-pub async fn gate_try(
-    State(state): State<Arc<AppState>>,
-    operator: Operator,
-    headers: HeaderMap,
-    Form(form): Form<TryForm>,
-) -> Response {
-    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
-        return refused;
-    }
+pub async fn gate_try(State(state): State<Arc<AppState>>, Checked(operator, form): Checked<TryForm>) -> Response {
     let command: String = form.command.chars().take(2000).collect();
     let host = (!form.host.is_empty()).then_some(form.host.as_str());
     let authority = if form.human.is_some() { Authority::Human } else { Authority::Automatic };
@@ -278,20 +253,10 @@ pub async fn gate_try(
 #[derive(Deserialize)]
 pub struct DryRunForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     enabled: String,
 }
 
-pub async fn dry_run(
-    State(state): State<Arc<AppState>>,
-    operator: Operator,
-    headers: HeaderMap,
-    Form(form): Form<DryRunForm>,
-) -> Response {
-    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
-        return refused;
-    }
+pub async fn dry_run(State(state): State<Arc<AppState>>, Checked(operator, form): Checked<DryRunForm>) -> Response {
     let enabled = form.enabled == "true";
     let written = state
         .store
@@ -353,21 +318,11 @@ pub async fn hosts(State(state): State<Arc<AppState>>, operator: Operator) -> Re
 #[derive(Deserialize)]
 pub struct CheckForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     host: String,
 }
 
 /// Runs the host's evidence plan once (read-only diagnostics through the gate) and records the report.
-pub async fn hosts_check(
-    State(state): State<Arc<AppState>>,
-    operator: Operator,
-    headers: HeaderMap,
-    Form(form): Form<CheckForm>,
-) -> Response {
-    if let Some(refused) = check_form(&operator, &form.csrf, &headers, state.notifier.public_url()) {
-        return refused;
-    }
+pub async fn hosts_check(State(state): State<Arc<AppState>>, Checked(operator, form): Checked<CheckForm>) -> Response {
     let Some(host) = state.inventory.host(&form.host).cloned() else {
         return result(StatusCode::NOT_FOUND, "Not found", "No host with this name in the inventory.");
     };

@@ -232,26 +232,43 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(300)
-            .collect();
+        let user_agent = super::approval::user_agent(&parts.headers);
         Ok(Client { ip: peer_of(parts), user_agent })
     }
 }
 
+/// A console form, accepted: a live session, this session's CSRF value in the form (`csrf`), and not
+/// posted from another site. Anything else is answered before the handler runs (redirect to the login,
+/// or 403 naming the problem).
+pub struct Checked<T>(pub Operator, pub T);
+
+#[derive(Deserialize)]
+struct WithCsrf<T> {
+    #[serde(default)]
+    csrf: String,
+    #[serde(flatten)]
+    form: T,
+}
+
+impl<T: serde::de::DeserializeOwned + Send> axum::extract::FromRequest<Arc<AppState>> for Checked<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &Arc<AppState>) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let operator = Operator::from_request_parts(&mut parts, state).await?;
+        let headers = parts.headers.clone();
+        let request = axum::extract::Request::from_parts(parts, body);
+        let axum::Form(WithCsrf { csrf, form }) =
+            axum::Form::<WithCsrf<T>>::from_request(request, state).await.map_err(IntoResponse::into_response)?;
+        match check_form(&operator, &csrf, &headers, state.notifier.public_url()) {
+            Some(refused) => Err(refused),
+            None => Ok(Checked(operator, form)),
+        }
+    }
+}
+
 /// A 403 page unless the form carries this session's CSRF value and came from medic's own pages.
-pub fn check_form(
-    operator: &Operator,
-    presented: &str,
-    headers: &HeaderMap,
-    public_url: &url::Url,
-) -> Option<Response> {
+fn check_form(operator: &Operator, presented: &str, headers: &HeaderMap, public_url: &url::Url) -> Option<Response> {
     use subtle::ConstantTimeEq;
     if let Some(why) = super::approval::cross_site(headers, public_url) {
         return Some(forbidden(&format!("Refused: {why}.")));
