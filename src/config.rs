@@ -39,6 +39,8 @@ pub struct Settings {
     pub approval: crate::approval::ApprovalConfig,
     pub notify: crate::notify::NotifyConfig,
     pub console: crate::web::console::ConsoleConfig,
+    pub probe: crate::probe::ProbeSettings,
+    pub probes: Vec<crate::probe::ProbeConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -192,6 +194,10 @@ impl Settings {
         self.diagnose.validate()?;
         self.approval.validate()?;
         self.console.validate()?;
+        crate::probe::specs(&self.probes)?;
+        if self.probe.max_concurrent == 0 {
+            return Err(ConfigError::invalid("probe.max_concurrent", "must be at least 1"));
+        }
         if self.approval.require_login && !self.console.has_operators() {
             return Err(ConfigError::invalid(
                 "approval.require_login",
@@ -409,6 +415,16 @@ mod tests {
             ("[[console.users]]\nname = \"alice\"\n", "console.users[0].password_hash"),
             ("[[console.users]]\nname = \"al ice\"\n", "console.users[0].name"),
             ("[console]\nproxy_header = \"X-Forwarded-User\"\n", "console.trusted_proxies"),
+            ("[[probes]]\nname = \"web\"\nurl = \"ftp://x\"\n", "probes[0].url"),
+            ("[[probes]]\nname = \"db\"\nkind = \"tcp\"\naddress = \"db\"\n", "probes[0].address"),
+            (
+                "[[probes]]\nname = \"web\"\nurl = \"http://x\"\naccepted_status = \"2xx\"\n",
+                "probes[0].accepted_status",
+            ),
+            (
+                "[[probes]]\nname = \"web\"\nurl = \"http://x\"\n[[probes]]\nname = \"web\"\nurl = \"http://y\"\n",
+                "probes[1].name",
+            ),
         ];
         for (text, key) in cases {
             let err = Settings::from_toml_str(text).unwrap_err().to_string();

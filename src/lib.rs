@@ -18,6 +18,7 @@ pub mod inventory;
 pub mod memory;
 pub mod notify;
 pub mod pipeline;
+pub mod probe;
 pub mod secrets;
 pub mod startup;
 pub mod store;

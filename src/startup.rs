@@ -196,8 +196,21 @@ impl Application {
             shutdown.clone(),
         )));
 
+        let intake = crate::pipeline::intake::Intake::new(store.clone(), runner.clone(), notifier.clone());
+        let probes = crate::probe::specs(&settings.probes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !probes.is_empty() {
+            info!(n_probes = probes.len(), "Starting probes.");
+            let prober = crate::probe::Prober {
+                specs: probes.clone(),
+                settings: settings.probe.clone(),
+                store: store.clone(),
+                intake: intake.clone(),
+            };
+            background.push(tokio::spawn(prober.run(shutdown.clone())));
+        }
         let state = Arc::new(AppState {
             store: store.clone(),
+            intake: intake.clone(),
             runner,
             auth,
             gate,
@@ -210,6 +223,7 @@ impl Application {
             throttle: Default::default(),
             console,
             console_enabled: settings.console.enabled,
+            probes,
             max_body_bytes: settings.server.max_body_bytes,
             request_timeout: settings.server.request_timeout,
         });

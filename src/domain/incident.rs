@@ -50,6 +50,8 @@ pub enum Source {
     UptimeKuma,
     Alertmanager,
     Api,
+    /// medic's own HTTP/TCP probes (`[[probes]]`).
+    Probe,
 }
 
 impl Source {
@@ -58,6 +60,7 @@ impl Source {
             Source::UptimeKuma => "uptime_kuma",
             Source::Alertmanager => "alertmanager",
             Source::Api => "api",
+            Source::Probe => "probe",
         }
     }
 }
@@ -69,6 +72,7 @@ impl FromStr for Source {
             "uptime_kuma" => Ok(Source::UptimeKuma),
             "alertmanager" => Ok(Source::Alertmanager),
             "api" => Ok(Source::Api),
+            "probe" => Ok(Source::Probe),
             other => Err(format!("unknown source {other:?}")),
         }
     }

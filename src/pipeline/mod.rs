@@ -19,6 +19,7 @@ mod act;
 mod context;
 mod decide;
 mod escalation;
+pub mod intake;
 pub mod lifecycle;
 pub mod reprobe;
 pub mod runner;

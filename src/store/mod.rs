@@ -14,6 +14,7 @@
 
 mod error;
 mod model;
+pub mod probes;
 pub mod reports;
 pub mod retention;
 mod schema;

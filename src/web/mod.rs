@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod incident_page;
 pub mod metrics;
 pub mod openapi;
+pub mod probes;
 pub mod security;
 pub mod serve;
 
@@ -31,6 +32,7 @@ pub use error::AppError;
 pub struct AppState {
     pub store: Store,
     pub runner: Runner,
+    pub intake: crate::pipeline::intake::Intake,
     pub auth: ApiAuth,
     pub gate: crate::gate::Gate,
     pub dry_run: crate::gate::DryRun,
@@ -43,6 +45,8 @@ pub struct AppState {
     pub console: console::Console,
     /// Serve `/ui/`.
     pub console_enabled: bool,
+    /// The configured probes (`[[probes]]`), for the API and the console.
+    pub probes: Vec<crate::probe::ProbeSpec>,
     pub max_body_bytes: usize,
     pub request_timeout: std::time::Duration,
 }
@@ -61,6 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/hooks/alertmanager", post(hooks::alertmanager))
         .route("/api/v1/incidents", post(api::create_incident).get(api::list_incidents))
         .route("/api/v1/incidents/{id}", get(api::show_incident))
+        .route("/api/v1/probes", get(probes::list))
         .route("/incidents/{id}", get(incident_page::show))
         .route("/api/v1/gate/check", post(gate::check))
         .route("/api/v1/dry-run", get(gate::dry_run_state).put(gate::set_dry_run))

@@ -62,6 +62,7 @@ pub struct ErrorBody {
         super::gate::check,
         super::gate::dry_run_state,
         super::gate::set_dry_run,
+        super::probes::list,
     ),
     components(schemas(IngestAnswer, AlertmanagerAnswer, AlertAnswer, GateVerdict, ErrorBody)),
     modifiers(&BearerToken)

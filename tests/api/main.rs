@@ -22,6 +22,7 @@ mod metrics;
 mod model_front;
 mod notify;
 mod openapi;
+mod probes;
 mod process;
 mod real_model;
 mod scripts;

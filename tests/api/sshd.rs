@@ -147,7 +147,9 @@ impl TestNginx {
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_path {d}/tmp/proxy;\n\
                fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n  scgi_temp_path {d}/tmp/scgi;\n\
-               server {{\n    listen 127.0.0.1:{port};\n    location /health {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n"
+               server {{\n    listen 127.0.0.1:{port};\n    location /health {{ return 200 \"ok\\n\"; }}\n    \
+                 location /slow {{ limit_rate 100; return 200 \"{slow_body}\"; }}\n  }}\n}}\n",
+            slow_body = "x".repeat(300)
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
         let script = format!(

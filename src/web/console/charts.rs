@@ -90,6 +90,32 @@ pub fn line(title: &str, values: &[(String, Option<f64>)]) -> String {
     svg
 }
 
+/// 24 hourly cells: green (all checks passed), amber (some failed), red (under 90 %), grey (no checks).
+pub fn uptime_bars(values: &[Option<f64>]) -> String {
+    let (w, h, cell) = (240.0, 18.0, 10.0);
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="uptime per hour, last 24 hours">"##
+    );
+    for (i, v) in values.iter().enumerate() {
+        let colour = match v {
+            None => "#d1d5db",
+            Some(p) if *p >= 100.0 => "#10b981",
+            Some(p) if *p >= 90.0 => "#f59e0b",
+            Some(_) => "#dc2626",
+        };
+        let label = v.map(|p| format!("{p:.1} %")).unwrap_or_else(|| "no checks".into());
+        let _ = write!(
+            svg,
+            r##"<rect x="{:.1}" y="0" width="{:.1}" height="{h}" fill="{colour}"><title>{} h ago: {label}</title></rect>"##,
+            i as f64 * cell,
+            cell - 2.0,
+            values.len() - 1 - i
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ mod login;
 mod manage;
 mod overview;
 pub mod session;
+mod watch;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -313,6 +314,7 @@ impl Layout {
             ("/ui/audit", "Audit", "audit"),
             ("/ui/memory", "Memory", "memory"),
             ("/ui/gate", "Gate", "gate"),
+            ("/ui/probes", "Probes", "probes"),
             ("/ui/hosts", "Hosts", "hosts"),
             ("/ui/sessions", "Sessions", "sessions"),
         ]
@@ -383,6 +385,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/ui/memory/import", post(manage::memory_import))
         .route("/ui/gate", get(manage::gate).post(manage::gate_try))
         .route("/ui/gate/dry-run", post(manage::dry_run))
+        .route("/ui/probes", get(watch::probes))
         .route("/ui/hosts", get(manage::hosts))
         .route("/ui/hosts/check", post(manage::hosts_check))
 }

@@ -1,0 +1,137 @@
+//! medic's own probes against the real test nginx: UP, DOWN opening an incident that the pipeline heals
+//! over the real sshd, RECOVERY, SLOW through nginx's `limit_rate`, a TCP probe, the API and the console.
+
+use std::time::Duration;
+
+use medic::config::Settings;
+use medic::probe::ProbeConfig;
+use serde_json::Value;
+
+use crate::helpers::TOKEN;
+use crate::world::{Options, World};
+
+/// The test nginx's port, read from the config next to its control script (a `tweak` is a plain fn).
+fn nginx_port(control: &str) -> u16 {
+    let dir = std::path::Path::new(control).parent().unwrap().parent().unwrap();
+    let conf = std::fs::read_to_string(dir.join("nginx.conf")).unwrap();
+    let at = conf.find("listen 127.0.0.1:").unwrap() + "listen 127.0.0.1:".len();
+    conf[at..].split(';').next().unwrap().parse().unwrap()
+}
+
+fn probes(settings: &mut Settings, control: &str) {
+    let port = nginx_port(control);
+    let ssh_port = settings.inventory.hosts[0].port;
+    let http = |name: &str, host: &str, path: &str| ProbeConfig {
+        name: name.into(),
+        url: format!("http://{host}:{port}{path}"),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(5),
+        ..ProbeConfig::default()
+    };
+    settings.probes = vec![
+        ProbeConfig {
+            service: "nginx".into(),
+            host: "web1".into(),
+            recover: 1,
+            retries: 1,
+            ..http("web", "127.0.0.1", "/health")
+        },
+        // Named by another host name, so no inventory host matches it: its own DOWN (when nginx stops
+        // below) asks a human and changes nothing.
+        ProbeConfig {
+            slow: Duration::from_millis(400),
+            retries: 0,
+            severity: "low".into(),
+            ..http("slowpage", "localhost", "/slow")
+        },
+        ProbeConfig {
+            name: "ssh".into(),
+            kind: "tcp".into(),
+            address: format!("127.0.0.1:{ssh_port}"),
+            interval: Duration::from_secs(1),
+            ..ProbeConfig::default()
+        },
+    ];
+}
+
+async fn probe_views(world: &World) -> Vec<Value> {
+    let r = world.app.client.get(world.app.url("/api/v1/probes")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn wait_probe(world: &World, name: &str, state: &str, secs: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let views = probe_views(world).await;
+        let view = views.iter().find(|v| v["name"] == name).unwrap().clone();
+        if view["state"] == state || std::time::Instant::now() > deadline {
+            assert_eq!(view["state"], state, "{view}");
+            return view;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_probe_sees_nginx_go_down_medic_heals_it_and_the_probe_sees_the_recovery() {
+    let world = World::start(Options {
+        l2: false,
+        decisions: true,
+        rules: Some(crate::model_front::RULES.to_string()),
+        tweak: Some(probes),
+        ..Options::default()
+    })
+    .await;
+    world.nginx.start();
+    wait_probe(&world, "web", "up", 10).await;
+    wait_probe(&world, "ssh", "up", 10).await;
+
+    // A body that trickles in at 100 bytes/s: SLOW (a warning), not DOWN, and no incident.
+    let slow = wait_probe(&world, "slowpage", "slow", 15).await;
+    assert!(slow["last_latency_ms"].as_f64().unwrap() > 400.0, "{slow}");
+
+    // nginx stops: two failed checks in a row are DOWN; the incident comes from the probe and is healed.
+    world.nginx.stop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let incident = loop {
+        let list = world.app.incidents("").await;
+        if let Some(i) = list.iter().find(|i| i["source"] == "probe" && i["monitor_id"] == "web") {
+            break i.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no incident from the probe: {list:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let id = incident["incident_id"].as_str().unwrap().to_string();
+    assert!(incident["error_logs"].as_str().unwrap().contains("probe web DOWN"), "{incident}");
+    world.wait_state(&id, "resolved", 40).await;
+    assert!(world.nginx.is_up(), "medic restarted nginx through the gate");
+    let view = wait_probe(&world, "web", "up", 15).await;
+    let uptime = view["last_24h"]["uptime_percent"].as_f64().unwrap();
+    assert!(uptime < 100.0 && uptime > 0.0, "the outage counts against uptime: {view}");
+    assert_eq!(view["hourly_uptime"].as_array().unwrap().len(), 24);
+
+    // The history shows DOWN and the RECOVERY sample; only one incident was opened for the outage.
+    let states: Vec<String> = world
+        .app
+        .store
+        .read(|conn| {
+            let mut stmt = conn.prepare("SELECT state FROM probe_samples WHERE probe = 'web' ORDER BY at")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+        .unwrap();
+    assert!(states.contains(&"down".to_string()) && states.contains(&"recovery".to_string()), "{states:?}");
+    let incidents = world.app.incidents("").await;
+    let count =
+        |monitor: &str| incidents.iter().filter(|i| i["source"] == "probe" && i["monitor_id"] == monitor).count();
+    assert_eq!(count("web"), 1, "one incident for one outage");
+    assert_eq!(count("ssh"), 0, "the TCP probe stayed up");
+    let events = world.app.store.audit_events(None, None).await.unwrap();
+    assert!(
+        events.iter().any(|e| e.kind == "notice_recorded" && e.details.to_string().contains("slowpage SLOW")),
+        "the SLOW warning was recorded"
+    );
+    world.app.stop().await;
+}
