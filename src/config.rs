@@ -40,6 +40,7 @@ pub struct Settings {
     pub notify: crate::notify::NotifyConfig,
     pub console: crate::web::console::ConsoleConfig,
     pub probe: crate::probe::ProbeSettings,
+    pub health: crate::health::HealthConfig,
     pub probes: Vec<crate::probe::ProbeConfig>,
 }
 
@@ -195,6 +196,7 @@ impl Settings {
         self.approval.validate()?;
         self.console.validate()?;
         crate::probe::specs(&self.probes)?;
+        self.health.validate()?;
         if self.probe.max_concurrent == 0 {
             return Err(ConfigError::invalid("probe.max_concurrent", "must be at least 1"));
         }

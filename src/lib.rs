@@ -13,6 +13,7 @@ pub mod domain;
 pub mod execute;
 pub mod fault;
 pub mod gate;
+pub mod health;
 pub mod ingest;
 pub mod inventory;
 pub mod memory;

@@ -152,6 +152,7 @@ impl Application {
             collector: Collector::new(gate.clone(), redactor.clone(), settings.collect.clone()),
             transports: transports.clone(),
         };
+        let console_transports = transports.clone();
         let stages = Stages {
             inventory: inventory.clone(),
             transports,
@@ -197,6 +198,19 @@ impl Application {
         )));
 
         let intake = crate::pipeline::intake::Intake::new(store.clone(), runner.clone(), notifier.clone());
+        let health_alerts = crate::health::Alerts::default();
+        if settings.health.enabled && !inventory.is_empty() {
+            let watcher = crate::health::Watcher {
+                config: settings.health.clone(),
+                inventory: inventory.clone(),
+                gate: gate.clone(),
+                transports: console_transports.clone(),
+                store: store.clone(),
+                intake: intake.clone(),
+                alerts: health_alerts.clone(),
+            };
+            background.push(tokio::spawn(watcher.run(shutdown.clone())));
+        }
         let probes = crate::probe::specs(&settings.probes).map_err(|e| anyhow::anyhow!("{e}"))?;
         if !probes.is_empty() {
             info!(n_probes = probes.len(), "Starting probes.");
@@ -224,6 +238,7 @@ impl Application {
             console,
             console_enabled: settings.console.enabled,
             probes,
+            health_alerts,
             max_body_bytes: settings.server.max_body_bytes,
             request_timeout: settings.server.request_timeout,
         });

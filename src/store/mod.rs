@@ -13,6 +13,7 @@
 //! the writer thread and is rolled back with the job when a job fails.
 
 mod error;
+pub mod health;
 mod model;
 pub mod probes;
 pub mod reports;

@@ -8,6 +8,7 @@ pub mod error;
 pub mod gate;
 pub mod health;
 pub mod hooks;
+pub mod hosts;
 pub mod incident_page;
 pub mod metrics;
 pub mod openapi;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub console_enabled: bool,
     /// The configured probes (`[[probes]]`), for the API and the console.
     pub probes: Vec<crate::probe::ProbeSpec>,
+    /// Active host threshold alerts.
+    pub health_alerts: crate::health::Alerts,
     pub max_body_bytes: usize,
     pub request_timeout: std::time::Duration,
 }
@@ -66,6 +69,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/incidents", post(api::create_incident).get(api::list_incidents))
         .route("/api/v1/incidents/{id}", get(api::show_incident))
         .route("/api/v1/probes", get(probes::list))
+        .route("/api/v1/hosts", get(hosts::list))
+        .route("/api/v1/hosts/{name}", get(hosts::show))
+        .route("/api/v1/alerts", get(hosts::alerts))
         .route("/incidents/{id}", get(incident_page::show))
         .route("/api/v1/gate/check", post(gate::check))
         .route("/api/v1/dry-run", get(gate::dry_run_state).put(gate::set_dry_run))

@@ -63,6 +63,9 @@ pub struct ErrorBody {
         super::gate::dry_run_state,
         super::gate::set_dry_run,
         super::probes::list,
+        super::hosts::list,
+        super::hosts::show,
+        super::hosts::alerts,
     ),
     components(schemas(IngestAnswer, AlertmanagerAnswer, AlertAnswer, GateVerdict, ErrorBody)),
     modifiers(&BearerToken)

@@ -14,6 +14,7 @@ mod e2e;
 mod edge;
 mod fake_llm;
 mod gate;
+mod health;
 mod helpers;
 mod hosts;
 mod ingest;

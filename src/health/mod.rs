@@ -1,0 +1,470 @@
+//! Host health over the existing transport (no agent): CPU %, memory, swap, disks, load, uptime and, when
+//! the host has Docker, its containers, read with allow-listed read-only commands (the gate's
+//! diagnostics, like evidence) and parsed here ([`parse`]).
+//!
+//! Input: the inventory's hosts, every `health.interval`. Output: one stored sample per host
+//! ([`crate::store::health`]) and threshold alerts: a metric past its warning or critical level for
+//! `health.for` raises an alert once; it clears below the warning level minus `health.hysteresis`
+//! points; after clearing, the same alert does not notify again within `health.cooldown`. A warning goes
+//! to the `warning` channels (a notice); a critical one opens an incident through the [`Intake`] (source
+//! `probe`, monitor `host/<host>/<metric>`) with the metric in the message, and its clearing sends the
+//! UP that closes it. A container that is unhealthy, restarting or exited is critical for the same
+//! rule, and its incident names the container (the gate decides whether `docker restart` may run).
+//! A host that cannot be reached is recorded as such; it never stops the loop.
+
+pub mod parse;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::conf::ConfigError;
+use crate::domain::{Alert, MonitorInfo, MonitorKey, MonitorStatus, Notice, NoticeKind, Severity, Source, StatusAlert};
+use crate::gate::Gate;
+use crate::inventory::{HostConfig, Inventory};
+use crate::pipeline::intake::Intake;
+use crate::store::Store;
+use crate::transport::Transports;
+
+/// The read-only commands a health sample runs (each must be in the gate's diagnostics for the host).
+pub const COMMANDS: [&str; 7] = [
+    "cat /proc/stat",
+    "cat /proc/meminfo",
+    "cat /proc/loadavg",
+    "cat /proc/uptime",
+    "df -P -k",
+    "docker ps -a --no-trunc --format json",
+    "docker stats --no-stream --format json",
+];
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Levels {
+    pub warning: f64,
+    pub critical: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Sample every inventory host.
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Percent levels.
+    pub cpu: Levels,
+    pub memory: Levels,
+    pub disk: Levels,
+    /// A level must hold this long before it alerts.
+    #[serde(rename = "for", with = "humantime_serde")]
+    pub for_: Duration,
+    /// Points below the warning level a metric must fall to clear.
+    pub hysteresis: f64,
+    /// After an alert clears, the same alert does not notify again for this long.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// Samples are kept this long.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(60),
+            cpu: Levels { warning: 70.0, critical: 90.0 },
+            memory: Levels { warning: 80.0, critical: 95.0 },
+            disk: Levels { warning: 80.0, critical: 90.0 },
+            for_: Duration::from_secs(300),
+            hysteresis: 5.0,
+            cooldown: Duration::from_secs(1800),
+            retention: Duration::from_secs(7 * 86400),
+        }
+    }
+}
+
+impl HealthConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, l) in [("health.cpu", self.cpu), ("health.memory", self.memory), ("health.disk", self.disk)] {
+            if !(0.0..=100.0).contains(&l.warning) || !(0.0..=100.0).contains(&l.critical) || l.warning > l.critical {
+                return Err(ConfigError::invalid(key, "warning and critical are percents, warning <= critical"));
+            }
+        }
+        if self.interval < Duration::from_secs(1) {
+            return Err(ConfigError::invalid("health.interval", "must be at least 1s"));
+        }
+        if !(0.0..=50.0).contains(&self.hysteresis) {
+            return Err(ConfigError::invalid("health.hysteresis", "between 0 and 50 points"));
+        }
+        Ok(())
+    }
+}
+
+/// One host's reading.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HostSample {
+    pub host: String,
+    pub at: DateTime<Utc>,
+    /// False when the host could not be reached (the rest is then empty).
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub cpu_percent: Option<f64>,
+    pub memory: Option<parse::Memory>,
+    pub load: Option<[f64; 3]>,
+    pub uptime_seconds: Option<f64>,
+    pub disks: Vec<parse::Mount>,
+    pub containers: Vec<parse::Container>,
+}
+
+impl HostSample {
+    /// The fullest disk's percentage.
+    pub fn disk_max(&self) -> Option<f64> {
+        self.disks.iter().map(|d| d.used_percent).fold(None, |m, v| Some(m.map_or(v, |m: f64| m.max(v))))
+    }
+}
+
+/// An active threshold alert.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ActiveAlert {
+    pub host: String,
+    /// cpu | memory | disk:<mount> | container:<name>
+    pub metric: String,
+    /// warning | critical
+    pub level: String,
+    pub value: Option<f64>,
+    pub since: DateTime<Utc>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+struct Breach {
+    level: Option<&'static str>,
+    pending: Option<(&'static str, DateTime<Utc>)>,
+    raised: Option<ActiveAlert>,
+    cleared_at: Option<DateTime<Utc>>,
+}
+
+/// The alerts the API and the console read.
+#[derive(Clone, Default)]
+pub struct Alerts(Arc<Mutex<HashMap<(String, String), Breach>>>);
+
+impl Alerts {
+    pub fn active(&self) -> Vec<ActiveAlert> {
+        let map = self.0.lock().expect("alerts lock");
+        let mut out: Vec<ActiveAlert> = map.values().filter_map(|b| b.raised.clone()).collect();
+        out.sort_by(|a, b| (a.host.as_str(), a.metric.as_str()).cmp(&(b.host.as_str(), b.metric.as_str())));
+        out
+    }
+}
+
+/// What one evaluation asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// A warning: a notice to the `warning` channels.
+    Warn(String),
+    /// A critical breach: an incident.
+    Open { metric: String, message: String, container: Option<String> },
+    /// A critical breach cleared: the UP that closes its incident.
+    Close { metric: String, message: String },
+    /// A warning cleared.
+    Cleared(String),
+}
+
+impl Alerts {
+    /// Feeds one metric's value (None: no reading) and returns what to do.
+    #[allow(clippy::too_many_arguments)]
+    pub fn evaluate(
+        &self,
+        config: &HealthConfig,
+        host: &str,
+        metric: &str,
+        value: Option<f64>,
+        levels: Levels,
+        now: DateTime<Utc>,
+        container: Option<&str>,
+    ) -> Option<Action> {
+        let mut map = self.0.lock().expect("alerts lock");
+        let b = map.entry((host.to_string(), metric.to_string())).or_insert(Breach {
+            level: None,
+            pending: None,
+            raised: None,
+            cleared_at: None,
+        });
+        let v = value?;
+        let level = if v >= levels.critical {
+            Some("critical")
+        } else if v >= levels.warning {
+            Some("warning")
+        } else if b.raised.is_some() && v > levels.warning - config.hysteresis {
+            b.raised.as_ref().map(|a| if a.level == "critical" { "critical" } else { "warning" })
+        } else {
+            None
+        };
+        let for_ = chrono::Duration::from_std(config.for_).unwrap_or_default();
+        match level {
+            None => {
+                b.pending = None;
+                b.level = None;
+                let raised = b.raised.take()?;
+                b.cleared_at = Some(now);
+                let message = format!(
+                    "{host} {metric} back to {v:.1} % (was {} at {:.1} %)",
+                    raised.level,
+                    raised.value.unwrap_or(0.0)
+                );
+                Some(if raised.level == "critical" {
+                    Action::Close { metric: metric.to_string(), message }
+                } else {
+                    Action::Cleared(message)
+                })
+            }
+            Some(l) => {
+                if b.raised.as_ref().is_some_and(|r| r.level == l || (r.level == "critical" && l == "warning")) {
+                    return None;
+                }
+                let since = match b.pending {
+                    Some((pl, t)) if pl == l || (pl == "critical" && l == "warning") => t,
+                    _ => {
+                        b.pending = Some((l, now));
+                        now
+                    }
+                };
+                if now - since < for_ {
+                    return None;
+                }
+                let cooling = b
+                    .cleared_at
+                    .is_some_and(|c| now - c < chrono::Duration::from_std(config.cooldown).unwrap_or_default());
+                let message = format!(
+                    "{host} {metric} is {l}: {v:.1} % (warning at {}, critical at {}) for {} s",
+                    levels.warning,
+                    levels.critical,
+                    (now - since).num_seconds()
+                );
+                let upgraded = b.raised.as_ref().is_some_and(|r| r.level == "warning" && l == "critical");
+                b.raised = Some(ActiveAlert {
+                    host: host.to_string(),
+                    metric: metric.to_string(),
+                    level: l.to_string(),
+                    value: Some(v),
+                    since,
+                    message: message.clone(),
+                });
+                b.level = Some(l);
+                if cooling && !upgraded && l == "warning" {
+                    return None;
+                }
+                Some(match l {
+                    "critical" => {
+                        Action::Open { metric: metric.to_string(), message, container: container.map(str::to_string) }
+                    }
+                    _ => Action::Warn(message),
+                })
+            }
+        }
+    }
+}
+
+/// Reads one host.
+pub async fn sample(
+    host: &HostConfig,
+    gate: &Gate,
+    transports: &Transports,
+    previous_cpu: Option<(u64, u64)>,
+) -> (HostSample, Option<(u64, u64)>) {
+    let transport = transports.for_host(host);
+    let mut out: HashMap<&str, String> = HashMap::new();
+    let mut error = None;
+    let mut reached = false;
+    for raw in COMMANDS {
+        let cmd = match gate.check_diagnostic(raw, Some(&host.name)) {
+            Ok(c) => c,
+            Err(_) => continue,
+        };
+        match transport.run(&cmd, Duration::from_secs(15)).await {
+            Ok(o) => {
+                reached = true;
+                if o.exit_code == 0 {
+                    out.insert(raw, o.stdout);
+                }
+            }
+            Err(e) => {
+                error = Some(e.to_string());
+                if !reached {
+                    break;
+                }
+            }
+        }
+    }
+    let cpu_now = out.get("cat /proc/stat").and_then(|t| parse::cpu_times(t));
+    let sample = HostSample {
+        host: host.name.clone(),
+        at: Utc::now(),
+        reachable: reached,
+        error: if reached { None } else { error.or(Some("no health command is allowed for this host".into())) },
+        cpu_percent: previous_cpu.zip(cpu_now).and_then(|(a, b)| parse::cpu_percent(a, b)),
+        memory: out.get("cat /proc/meminfo").and_then(|t| parse::meminfo(t)),
+        load: out.get("cat /proc/loadavg").and_then(|t| parse::loadavg(t)),
+        uptime_seconds: out.get("cat /proc/uptime").and_then(|t| parse::uptime(t)),
+        disks: out.get("df -P -k").map(|t| parse::df(t)).unwrap_or_default(),
+        containers: out
+            .get("docker ps -a --no-trunc --format json")
+            .map(|ps| {
+                parse::containers(
+                    ps,
+                    out.get("docker stats --no-stream --format json").map(String::as_str).unwrap_or(""),
+                )
+            })
+            .unwrap_or_default(),
+    };
+    (sample, cpu_now)
+}
+
+/// Samples every host on an interval, stores the samples, evaluates thresholds and acts on them.
+pub struct Watcher {
+    pub config: HealthConfig,
+    pub inventory: Inventory,
+    pub gate: Gate,
+    pub transports: Arc<Transports>,
+    pub store: Store,
+    pub intake: Intake,
+    pub alerts: Alerts,
+}
+
+impl Watcher {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut cpu: HashMap<String, (u64, u64)> = HashMap::new();
+        loop {
+            for host in self.inventory.hosts() {
+                let (s, times) = sample(host, &self.gate, &self.transports, cpu.get(&host.name).copied()).await;
+                if let Some(t) = times {
+                    cpu.insert(host.name.clone(), t);
+                }
+                self.evaluate(&s).await;
+                if let Err(e) = self.store.record_host_sample(s).await {
+                    tracing::warn!(host = %host.name, error = %e, "Could not store a host sample.");
+                }
+            }
+            if let Err(e) = self.store.prune_host_samples(self.config.retention).await {
+                tracing::warn!(error = %e, "Could not prune host samples.");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.config.interval) => {}
+            }
+        }
+    }
+
+    async fn evaluate(&self, s: &HostSample) {
+        let c = &self.config;
+        let mut checks: Vec<(String, Option<f64>, Levels, Option<String>)> = vec![
+            ("cpu".into(), s.cpu_percent, c.cpu, None),
+            ("memory".into(), s.memory.map(|m| m.used_percent), c.memory, None),
+        ];
+        for d in &s.disks {
+            checks.push((format!("disk:{}", d.mount), Some(d.used_percent), c.disk, None));
+        }
+        for k in &s.containers {
+            let bad = k.health.as_deref() == Some("unhealthy")
+                || matches!(k.state.as_str(), "restarting" | "exited" | "dead");
+            // 100 when the container is unhealthy, restarting or exited: critical at once.
+            checks.push((
+                format!("container:{}", k.name),
+                Some(if bad { 100.0 } else { 0.0 }),
+                Levels { warning: 100.0, critical: 100.0 },
+                Some(k.name.clone()),
+            ));
+        }
+        for (metric, value, levels, container) in checks {
+            let action = self.alerts.evaluate(c, &s.host, &metric, value, levels, s.at, container.as_deref());
+            if let Some(action) = action {
+                self.act(&s.host, action).await;
+            }
+        }
+    }
+
+    async fn act(&self, host: &str, action: Action) {
+        tracing::info!(host, action = ?action, "Health threshold.");
+        let status = |metric: &str, status, message: String, container: Option<String>| {
+            // The service is the container for a container alert; for a host metric it is "host", which no
+            // allow-list names, so no service command can be aimed at a host-wide problem by accident.
+            let mut monitor = MonitorInfo {
+                name: format!("{host} {metric}"),
+                host: Some(host.to_string()),
+                service: Some("host".into()),
+                ..MonitorInfo::default()
+            };
+            if let Some(c) = &container {
+                monitor.docker_container = Some(c.clone());
+                monitor.service = Some(c.clone());
+            }
+            Alert::Status(Box::new(StatusAlert {
+                key: MonitorKey::new(Source::Probe, format!("host/{host}/{metric}")),
+                monitor,
+                status,
+                message,
+                observed_at: Utc::now(),
+                last_down_at: None,
+                important: true,
+                severity: Severity::Critical,
+            }))
+        };
+        let notice =
+            |message: String| Alert::Notice(Notice { source: Source::Probe, kind: NoticeKind::Other, message });
+        let alert = match action {
+            Action::Warn(m) | Action::Cleared(m) => notice(m),
+            Action::Open { metric, message, container } => status(&metric, MonitorStatus::Down, message, container),
+            Action::Close { metric, message } => status(&metric, MonitorStatus::Up, message, None),
+        };
+        if let Err(e) = self.intake.accept(alert, String::new()).await {
+            tracing::warn!(host, error = %e, "Could not record a health alert.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_allow_list_has_every_health_command() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/safe_commands.json")).unwrap();
+        let gate = Gate::from_rules_text(&text).unwrap();
+        for raw in COMMANDS {
+            let cmd = gate.check_diagnostic(raw, None).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(cmd.argv().join(" "), raw);
+        }
+    }
+
+    #[test]
+    fn a_level_must_hold_then_alerts_once_and_clears_with_hysteresis() {
+        let config = HealthConfig { for_: Duration::from_secs(60), hysteresis: 5.0, ..HealthConfig::default() };
+        let alerts = Alerts::default();
+        let t0 = Utc::now();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let l = config.disk;
+        let eval = |v: f64, s: i64| alerts.evaluate(&config, "web1", "disk:/", Some(v), l, at(s), None);
+        assert_eq!(eval(85.0, 0), None, "a warning level starts the clock");
+        assert_eq!(eval(86.0, 30), None, "not yet held for 60 s");
+        assert!(matches!(eval(86.0, 61), Some(Action::Warn(_))), "held: warn");
+        assert_eq!(eval(87.0, 90), None, "once");
+        assert_eq!(alerts.active().len(), 1);
+        assert_eq!(eval(77.0, 120), None, "between warning-5 and warning: still raised (hysteresis)");
+        assert!(matches!(eval(70.0, 150), Some(Action::Cleared(_))), "below warning-5: cleared");
+        assert!(alerts.active().is_empty());
+        // Critical opens an incident after its own hold, and clearing closes it.
+        assert_eq!(eval(95.0, 200), None);
+        assert!(matches!(eval(95.0, 261), Some(Action::Open { .. })));
+        assert!(matches!(eval(50.0, 300), Some(Action::Close { .. })));
+        // Within the cooldown a new warning is tracked but not announced again.
+        assert_eq!(eval(85.0, 400), None);
+        assert_eq!(eval(85.0, 461), None, "cooling down");
+        assert_eq!(alerts.active().len(), 1, "but it is listed");
+        assert_eq!(alerts.evaluate(&config, "web1", "disk:/", None, l, at(500), None), None, "no reading: nothing");
+    }
+}
