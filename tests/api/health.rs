@@ -90,6 +90,11 @@ async fn host_health_is_read_over_ssh_and_thresholds_warn_and_open_an_incident()
     assert!(detail["history"].as_array().unwrap().len() >= 2, "{detail}");
     let hourly = get(&world, "/api/v1/hosts/web1?resolution=1h").await;
     assert_eq!(hourly["history"].as_array().unwrap().len(), 1, "one hour bucket: {hourly}");
+    // Every answer matches the OpenAPI description.
+    let doc = get(&world, "/api/openapi.json").await;
+    crate::openapi::assert_valid(&doc, "/api/v1/hosts", "get", "200", &get(&world, "/api/v1/hosts").await);
+    crate::openapi::assert_valid(&doc, "/api/v1/hosts/{name}", "get", "200", &detail);
+    crate::openapi::assert_valid(&doc, "/api/v1/alerts", "get", "200", &alerts);
     let bad = world
         .app
         .client

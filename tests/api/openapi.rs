@@ -15,7 +15,7 @@ fn response_schema(doc: &Value, path: &str, method: &str, status: &str) -> Value
     with_components
 }
 
-fn assert_valid(doc: &Value, path: &str, method: &str, status: &str, body: &Value) {
+pub fn assert_valid(doc: &Value, path: &str, method: &str, status: &str, body: &Value) {
     let schema = response_schema(doc, path, method, status);
     let validator = jsonschema::validator_for(&schema).expect("the document's schema compiles");
     let errors: Vec<String> = validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path())).collect();

@@ -110,6 +110,9 @@ async fn a_probe_sees_nginx_go_down_medic_heals_it_and_the_probe_sees_the_recove
     let uptime = view["last_24h"]["uptime_percent"].as_f64().unwrap();
     assert!(uptime < 100.0 && uptime > 0.0, "the outage counts against uptime: {view}");
     assert_eq!(view["hourly_uptime"].as_array().unwrap().len(), 24);
+    let doc: Value =
+        world.app.client.get(world.app.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap();
+    crate::openapi::assert_valid(&doc, "/api/v1/probes", "get", "200", &Value::Array(probe_views(&world).await));
 
     // The history shows DOWN and the RECOVERY sample; only one incident was opened for the outage.
     let states: Vec<String> = world
