@@ -239,6 +239,7 @@ impl Application {
             console_enabled: settings.console.enabled,
             probes,
             health_alerts,
+            health_config: settings.health.clone(),
             max_body_bytes: settings.server.max_body_bytes,
             request_timeout: settings.server.request_timeout,
         });

@@ -270,22 +270,25 @@ impl Alerts {
     }
 }
 
-/// Reads one host.
+/// Reads one host; None when the host's allow-list permits none of the health commands.
 pub async fn sample(
     host: &HostConfig,
     gate: &Gate,
     transports: &Transports,
     previous_cpu: Option<(u64, u64)>,
-) -> (HostSample, Option<(u64, u64)>) {
+) -> Option<(HostSample, Option<(u64, u64)>)> {
+    let allowed: Vec<_> = COMMANDS
+        .iter()
+        .filter_map(|raw| gate.check_diagnostic(raw, Some(&host.name)).ok().map(|c| (*raw, c)))
+        .collect();
+    if allowed.is_empty() {
+        return None;
+    }
     let transport = transports.for_host(host);
     let mut out: HashMap<&str, String> = HashMap::new();
     let mut error = None;
     let mut reached = false;
-    for raw in COMMANDS {
-        let cmd = match gate.check_diagnostic(raw, Some(&host.name)) {
-            Ok(c) => c,
-            Err(_) => continue,
-        };
+    for (raw, cmd) in allowed {
         match transport.run(&cmd, Duration::from_secs(15)).await {
             Ok(o) => {
                 reached = true;
@@ -306,7 +309,7 @@ pub async fn sample(
         host: host.name.clone(),
         at: Utc::now(),
         reachable: reached,
-        error: if reached { None } else { error.or(Some("no health command is allowed for this host".into())) },
+        error: if reached { None } else { error.or(Some("no answer".into())) },
         cpu_percent: previous_cpu.zip(cpu_now).and_then(|(a, b)| parse::cpu_percent(a, b)),
         memory: out.get("cat /proc/meminfo").and_then(|t| parse::meminfo(t)),
         load: out.get("cat /proc/loadavg").and_then(|t| parse::loadavg(t)),
@@ -322,7 +325,7 @@ pub async fn sample(
             })
             .unwrap_or_default(),
     };
-    (sample, cpu_now)
+    Some((sample, cpu_now))
 }
 
 /// Samples every host on an interval, stores the samples, evaluates thresholds and acts on them.
@@ -341,7 +344,10 @@ impl Watcher {
         let mut cpu: HashMap<String, (u64, u64)> = HashMap::new();
         loop {
             for host in self.inventory.hosts() {
-                let (s, times) = sample(host, &self.gate, &self.transports, cpu.get(&host.name).copied()).await;
+                let Some((s, times)) = sample(host, &self.gate, &self.transports, cpu.get(&host.name).copied()).await
+                else {
+                    continue;
+                };
                 if let Some(t) = times {
                     cpu.insert(host.name.clone(), t);
                 }

@@ -50,6 +50,7 @@ pub struct AppState {
     pub probes: Vec<crate::probe::ProbeSpec>,
     /// Active host threshold alerts.
     pub health_alerts: crate::health::Alerts,
+    pub health_config: crate::health::HealthConfig,
     pub max_body_bytes: usize,
     pub request_timeout: std::time::Duration,
 }

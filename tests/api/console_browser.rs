@@ -7,6 +7,22 @@ use crate::browser::Browser;
 use crate::console::{OPERATOR, PASSWORD, with_operator};
 use crate::world::{Options, World};
 
+/// Opens `path`, logs in on the page the console redirects to, and waits to be back on `path`'s page.
+pub async fn log_in(browser: &Browser, base: &str, path: &str) {
+    browser.goto(&format!("{base}{path}")).await;
+    assert!(browser.wait_title("Log in", 10).await.contains("Log in"), "{}", browser.source().await);
+    let name = browser.find("#name").await.expect("a name field");
+    browser.type_into(&name, OPERATOR).await;
+    let password = browser.find("#password").await.expect("a password field");
+    browser.type_into(&password, PASSWORD).await;
+    let login = browser.find("#login").await.unwrap();
+    browser.click(&login).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while browser.title().await.contains("Log in") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn in_chromium_an_operator_logs_in_reads_the_timeline_approves_from_the_inbox_and_sees_the_chain_verified() {
     let world = World::start(Options { l1: false, tweak: Some(|s, _| with_operator(s)), ..Options::default() }).await;
@@ -16,15 +32,8 @@ async fn in_chromium_an_operator_logs_in_reads_the_timeline_approves_from_the_in
     let base = world.app.base.clone();
     let browser = Browser::start().await;
 
-    // No session: the console sends the browser to the login page.
-    browser.goto(&format!("{base}/ui/incidents")).await;
-    assert!(browser.wait_title("Log in", 10).await.contains("Log in"), "{}", browser.source().await);
-    let name = browser.find("#name").await.expect("a name field");
-    browser.type_into(&name, OPERATOR).await;
-    let password = browser.find("#password").await.expect("a password field");
-    browser.type_into(&password, PASSWORD).await;
-    let login = browser.find("#login").await.unwrap();
-    browser.click(&login).await;
+    // No session: the console sends the browser to the login page, and back after logging in.
+    log_in(&browser, &base, "/ui/incidents").await;
     assert!(browser.wait_title("Incidents", 10).await.contains("Incidents"), "back where it started");
 
     // The incident from the webhook is listed; its page shows the whole timeline.

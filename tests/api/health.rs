@@ -32,6 +32,7 @@ async fn host_health_is_read_over_ssh_and_thresholds_warn_and_open_an_incident()
         l2: false,
         rules: Some(RULES.to_string()),
         tweak: Some(|s, _| {
+            crate::console::with_operator(s);
             s.health.interval = Duration::from_secs(1);
             s.health.for_ = Duration::ZERO;
             // Any memory use is a warning here; any used disk is critical.
@@ -95,6 +96,12 @@ async fn host_health_is_read_over_ssh_and_thresholds_warn_and_open_an_incident()
     crate::openapi::assert_valid(&doc, "/api/v1/hosts", "get", "200", &get(&world, "/api/v1/hosts").await);
     crate::openapi::assert_valid(&doc, "/api/v1/hosts/{name}", "get", "200", &detail);
     crate::openapi::assert_valid(&doc, "/api/v1/alerts", "get", "200", &alerts);
+    // The console's host card, in a real browser.
+    let browser = crate::browser::Browser::start().await;
+    crate::console_browser::log_in(&browser, &world.app.base, "/ui/hosts").await;
+    assert_eq!(browser.text("#host-web1 h2 .state").await, "critical");
+    assert!(browser.source().await.contains("disk:/ is critical"));
+    browser.screenshot("console-hosts-health.png").await;
     let bad = world
         .app
         .client

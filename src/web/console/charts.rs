@@ -116,6 +116,45 @@ pub fn uptime_bars(values: &[Option<f64>]) -> String {
     svg
 }
 
+/// A horizontal gauge for a percentage: green, amber from `warning`, red from `critical`.
+pub fn gauge(percent: Option<f64>, warning: f64, critical: f64) -> String {
+    let (w, h) = (160.0, 12.0);
+    let Some(p) = percent else {
+        return format!(
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}"><rect width="{w}" height="{h}" fill="#e5e7eb"/></svg>"##
+        );
+    };
+    let p = p.clamp(0.0, 100.0);
+    let colour = if p >= critical {
+        "#dc2626"
+    } else if p >= warning {
+        "#f59e0b"
+    } else {
+        "#10b981"
+    };
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{p:.1} %"><rect width="{w}" height="{h}" fill="#e5e7eb"/><rect width="{:.1}" height="{h}" fill="{colour}"/></svg>"##,
+        w * p / 100.0
+    )
+}
+
+/// A small line of percentages (gaps skipped), 0–100 on the vertical axis.
+pub fn sparkline(values: &[Option<f64>]) -> String {
+    let (w, h) = (160.0, 28.0);
+    let n = values.len().max(2) as f64;
+    let points: Vec<String> = values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            v.map(|v| format!("{:.1},{:.1}", i as f64 * w / (n - 1.0), h - v.clamp(0.0, 100.0) / 100.0 * h))
+        })
+        .collect();
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img"><rect width="{w}" height="{h}" fill="#f9fafb"/><polyline points="{}" fill="none" stroke="#1d4ed8" stroke-width="1.5"/></svg>"##,
+        points.join(" ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

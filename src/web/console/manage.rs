@@ -273,48 +273,6 @@ pub async fn dry_run(State(state): State<Arc<AppState>>, Checked(operator, form)
     see_other("/ui/gate")
 }
 
-pub struct HostRow {
-    name: String,
-    transport: String,
-    address: String,
-    services: String,
-    checked: String,
-    outcome: String,
-    report: String,
-}
-
-#[derive(Template)]
-#[template(path = "console/hosts.html")]
-struct HostsPage {
-    layout: Layout,
-    hosts: Vec<HostRow>,
-}
-
-pub async fn hosts(State(state): State<Arc<AppState>>, operator: Operator) -> Response {
-    let checks = match state.store.host_checks().await {
-        Ok(c) => c,
-        Err(e) => return internal(e),
-    };
-    let hosts = state
-        .inventory
-        .hosts()
-        .iter()
-        .map(|h| {
-            let last = checks.iter().find(|c| c.0 == h.name);
-            HostRow {
-                name: h.name.clone(),
-                transport: format!("{:?}", h.transport).to_lowercase(),
-                address: if h.address.is_empty() { "-".into() } else { format!("{}@{}:{}", h.user, h.address, h.port) },
-                services: h.services.join(", "),
-                checked: last.map(|c| short_time(&c.1)).unwrap_or_else(|| "never".into()),
-                outcome: last.map(|c| c.2.clone()).unwrap_or_default(),
-                report: last.map(|c| state.notifier.redact(&c.3)).unwrap_or_default(),
-            }
-        })
-        .collect();
-    render(&HostsPage { layout: Layout::new(&state, &operator, "hosts").await, hosts })
-}
-
 #[derive(Deserialize)]
 pub struct CheckForm {
     #[serde(default)]

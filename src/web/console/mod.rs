@@ -386,6 +386,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/ui/gate", get(manage::gate).post(manage::gate_try))
         .route("/ui/gate/dry-run", post(manage::dry_run))
         .route("/ui/probes", get(watch::probes))
-        .route("/ui/hosts", get(manage::hosts))
+        .route("/ui/hosts", get(watch::hosts))
         .route("/ui/hosts/check", post(manage::hosts_check))
 }

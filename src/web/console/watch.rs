@@ -1,5 +1,7 @@
 //! `/ui/probes`: medic's own probes with their state, last check, uptime and latency, and a bar of
-//! hourly uptime over the last 24 hours.
+//! hourly uptime over the last 24 hours. `/ui/hosts`: a card per inventory host with its health (gauges
+//! for CPU, memory and the fullest disk, a 24-hour CPU sparkline, containers, active alerts) and its last
+//! `check now` report.
 
 use std::sync::Arc;
 
@@ -7,7 +9,9 @@ use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
 
+use super::session::short_time;
 use super::{Layout, Operator, charts, internal, render};
+use crate::health::{ActiveAlert, HostSample};
 use crate::web::AppState;
 use crate::web::probes::{ProbeView, views};
 
@@ -51,4 +55,77 @@ impl ProbesPage {
     fn ms(&self, v: &Option<f64>) -> String {
         ms(*v)
     }
+}
+
+pub struct HostCard {
+    name: String,
+    transport: String,
+    address: String,
+    services: String,
+    state: String,
+    sample: Option<HostSample>,
+    sampled: String,
+    alerts: Vec<ActiveAlert>,
+    cpu_gauge: String,
+    memory_gauge: String,
+    disk_gauge: String,
+    cpu_spark: String,
+    checked: String,
+    outcome: String,
+    report: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/hosts.html")]
+struct HostsPage {
+    layout: Layout,
+    hosts: Vec<HostCard>,
+}
+
+impl HostsPage {
+    fn percent(&self, v: &Option<f64>) -> String {
+        percent(*v)
+    }
+}
+
+pub async fn hosts(State(state): State<Arc<AppState>>, operator: Operator) -> Response {
+    let (checks, views) = match (state.store.host_checks().await, crate::web::hosts::host_views(&state).await) {
+        (Ok(c), Ok(v)) => (c, v),
+        (Err(e), _) | (_, Err(e)) => return internal(e),
+    };
+    let h = &state.health_config;
+    let mut cards = Vec::new();
+    for (host, view) in state.inventory.hosts().iter().zip(views) {
+        let last = checks.iter().find(|c| c.0 == host.name);
+        let since = chrono::Utc::now() - chrono::Duration::hours(24);
+        let history = state.store.host_history(host.name.clone(), since, 300).await.unwrap_or_default();
+        let cpu: Vec<Option<f64>> = history.iter().map(|p| p.cpu_percent).collect();
+        let s = view.last_sample.as_ref();
+        cards.push(HostCard {
+            name: host.name.clone(),
+            transport: format!("{:?}", host.transport).to_lowercase(),
+            address: if host.address.is_empty() {
+                "-".into()
+            } else {
+                format!("{}@{}:{}", host.user, host.address, host.port)
+            },
+            services: host.services.join(", "),
+            state: view.state.clone(),
+            sampled: s.map(|s| s.at.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "never".into()),
+            cpu_gauge: charts::gauge(s.and_then(|s| s.cpu_percent), h.cpu.warning, h.cpu.critical),
+            memory_gauge: charts::gauge(
+                s.and_then(|s| s.memory.map(|m| m.used_percent)),
+                h.memory.warning,
+                h.memory.critical,
+            ),
+            disk_gauge: charts::gauge(s.and_then(HostSample::disk_max), h.disk.warning, h.disk.critical),
+            cpu_spark: charts::sparkline(&cpu),
+            sample: view.last_sample.clone(),
+            alerts: view.alerts.clone(),
+            checked: last.map(|c| short_time(&c.1)).unwrap_or_else(|| "never".into()),
+            outcome: last.map(|c| c.2.clone()).unwrap_or_default(),
+            report: last.map(|c| state.notifier.redact(&c.3)).unwrap_or_default(),
+        });
+    }
+    render(&HostsPage { layout: Layout::new(&state, &operator, "hosts").await, hosts: cards })
 }
