@@ -4,6 +4,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod charts;
 pub mod cli;
 pub mod collect;
 pub mod conf;

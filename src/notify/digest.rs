@@ -1,7 +1,9 @@
-//! The daily digest at `notify.digest.time` (UTC): incidents opened, fixed automatically, recovered,
+//! The daily report at `notify.digest.time` (UTC): incidents opened, fixed automatically, recovered,
 //! escalated, approved and rejected in the last 24 h, mean time to recovery, most failing services and
-//! AI cost; to email and to chat channels subscribed to `digest`. The last sent day is persisted, so a
-//! restart neither skips nor repeats a digest.
+//! AI cost; 24-hour trends per host (CPU, memory, fullest disk: min/avg/max, with hourly charts drawn as
+//! inline SVG), uptime and latency per probe, and the containers using the most CPU. To email (HTML and
+//! text) and to chat channels subscribed to `digest`. The last sent day is persisted, so a restart
+//! neither skips nor repeats a report.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,31 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{Notifier, NotifyError, NotifyEvent, OutboxRow};
+use crate::store::health::{ContainerUse, HostTrend};
 use crate::store::{DigestStats, Store};
+
+/// Everything the report says beyond the incident figures.
+#[derive(Debug, Clone, Default)]
+pub struct Watch {
+    pub hosts: Vec<HostTrend>,
+    /// (probe, uptime %, p95 latency ms) over the period.
+    pub probes: Vec<(String, Option<f64>, Option<f64>)>,
+    pub containers: Vec<ContainerUse>,
+}
+
+/// One host's lines in the email.
+pub struct HostLines {
+    pub host: String,
+    pub cpu: String,
+    pub memory: String,
+    pub disk: String,
+    pub cpu_chart: String,
+    pub memory_chart: String,
+}
+
+fn min_avg_max(v: Option<(f64, f64, f64)>) -> String {
+    v.map(|(a, b, c)| format!("{a:.0} / {b:.0} / {c:.0} %")).unwrap_or_else(|| "no data".into())
+}
 
 const LAST_SENT_KEY: &str = "digest_last_sent";
 
@@ -31,6 +57,9 @@ pub struct DigestEmail {
     pub mttr: String,
     pub cost: String,
     pub top_services: Vec<(String, u64)>,
+    pub hosts: Vec<HostLines>,
+    pub probes: Vec<(String, String, String)>,
+    pub containers: Vec<ContainerUse>,
 }
 
 #[derive(Template)]
@@ -49,8 +78,37 @@ pub fn mttr_text(seconds: Option<f64>) -> String {
 }
 
 /// The digest's outbox rows for every subscribed destination.
-pub fn rows(notifier: &Notifier, stats: &DigestStats, period: &str) -> Result<Vec<OutboxRow>, NotifyError> {
+pub fn rows(
+    notifier: &Notifier,
+    stats: &DigestStats,
+    watch: &Watch,
+    period: &str,
+) -> Result<Vec<OutboxRow>, NotifyError> {
     let email = DigestEmail {
+        hosts: watch
+            .hosts
+            .iter()
+            .map(|h| HostLines {
+                host: h.host.clone(),
+                cpu: min_avg_max(h.cpu),
+                memory: min_avg_max(h.memory),
+                disk: min_avg_max(h.disk),
+                cpu_chart: crate::charts::sparkline(&h.hourly_cpu),
+                memory_chart: crate::charts::sparkline(&h.hourly_memory),
+            })
+            .collect(),
+        probes: watch
+            .probes
+            .iter()
+            .map(|(name, up, p95)| {
+                (
+                    name.clone(),
+                    up.map(|u| format!("{u:.2} %")).unwrap_or_else(|| "no checks".into()),
+                    p95.map(|p| format!("{p:.0} ms")).unwrap_or_else(|| "-".into()),
+                )
+            })
+            .collect(),
+        containers: watch.containers.clone(),
         subject: format!("[medic] Daily digest: {} incidents, {} fixed automatically", stats.opened, stats.auto_fixed),
         period: period.to_string(),
         opened: stats.opened,
@@ -70,7 +128,7 @@ pub fn rows(notifier: &Notifier, stats: &DigestStats, period: &str) -> Result<Ve
         rows.extend(notifier.plain_email_rows(NotifyEvent::Digest, &email.subject, &text, &html)?);
     }
     for channel in notifier.config().channels.iter().filter(|c| c.events.contains(&NotifyEvent::Digest)) {
-        let summary = format!(
+        let mut summary = format!(
             "{} opened, {} fixed automatically, {} recovered, {} escalated, {}/{} approved/rejected, MTTR {}, AI cost {}",
             email.opened,
             email.auto_fixed,
@@ -81,6 +139,13 @@ pub fn rows(notifier: &Notifier, stats: &DigestStats, period: &str) -> Result<Ve
             email.mttr,
             email.cost
         );
+        for h in &email.hosts {
+            summary
+                .push_str(&format!("\n{}: CPU {}, memory {}, disk {} (min/avg/max)", h.host, h.cpu, h.memory, h.disk));
+        }
+        for (name, up, p95) in &email.probes {
+            summary.push_str(&format!("\nprobe {name}: up {up}, p95 {p95}"));
+        }
         let body = super::chat::simple_payload(
             channel,
             &format!("medic daily digest: {period}"),
@@ -100,15 +165,34 @@ pub fn rows(notifier: &Notifier, stats: &DigestStats, period: &str) -> Result<Ve
     Ok(rows)
 }
 
-/// Builds and queues the digest for the 24 hours before now. Returns how many messages were queued.
-pub async fn send_now(store: &Store, notifier: &Notifier) -> Result<usize, String> {
+/// The report's outbox rows for the 24 hours before now.
+async fn build(store: &Store, notifier: &Notifier) -> Result<Vec<OutboxRow>, String> {
     let now = Utc::now();
     let since = now - chrono::Duration::hours(24);
     let stats = store.digest(since).await.map_err(|e| e.to_string())?;
+    let watch = watch(store, since).await.map_err(|e| e.to_string())?;
     let period = format!("{} – {} UTC", since.format("%Y-%m-%d %H:%M"), now.format("%Y-%m-%d %H:%M"));
-    let rows = rows(notifier, &stats, &period).map_err(|e| e.to_string())?;
+    rows(notifier, &stats, &watch, &period).map_err(|e| e.to_string())
+}
+
+/// Builds and queues the report now, on request: the day's scheduled report still goes out. Returns
+/// how many messages were queued.
+pub async fn queue_now(store: &Store, notifier: &Notifier) -> Result<usize, String> {
+    let rows = build(store, notifier).await?;
     let n = rows.len();
-    let day = now.format("%Y-%m-%d").to_string();
+    store
+        .write(move |ctx| rows.iter().try_for_each(|row| super::outbox::enqueue(ctx, row)))
+        .await
+        .map_err(|e| e.to_string())?;
+    notifier.kick();
+    Ok(n)
+}
+
+/// Builds and queues the day's report and records the day as sent, in one transaction.
+pub async fn send_now(store: &Store, notifier: &Notifier) -> Result<usize, String> {
+    let rows = build(store, notifier).await?;
+    let n = rows.len();
+    let day = Utc::now().format("%Y-%m-%d").to_string();
     store
         .write(move |ctx| {
             for row in &rows {
@@ -120,6 +204,16 @@ pub async fn send_now(store: &Store, notifier: &Notifier) -> Result<usize, Strin
         .map_err(|e| e.to_string())?;
     notifier.kick();
     Ok(n)
+}
+
+/// Hosts, probes and containers over the period.
+pub async fn watch(store: &Store, since: chrono::DateTime<Utc>) -> Result<Watch, crate::store::StoreError> {
+    let mut probes = Vec::new();
+    for name in store.probes_seen_since(since).await? {
+        let u = store.probe_uptime(name.clone(), since).await?;
+        probes.push((name, u.uptime_percent, u.latency_p95_ms));
+    }
+    Ok(Watch { hosts: store.host_trends(since).await?, probes, containers: store.top_containers(since, 5).await? })
 }
 
 /// Checks every 30 s whether today's digest is due.

@@ -2,7 +2,7 @@
 //! figures the history and charts read (CPU, memory, fullest disk, load), pruned after
 //! `health.retention`. History is served raw or averaged per hour or per 5 minutes.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError, parse_ts, ts};
@@ -120,6 +120,110 @@ impl Store {
                 .optional()?
                 .flatten();
             t.map(|t| parse_ts(&t)).transpose()
+        })
+        .await
+    }
+}
+
+/// A host's 24-hour figures for the daily report: (min, avg, max) of CPU, memory and the fullest disk,
+/// and hourly CPU and memory averages (oldest first).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostTrend {
+    pub host: String,
+    pub cpu: Option<(f64, f64, f64)>,
+    pub memory: Option<(f64, f64, f64)>,
+    pub disk: Option<(f64, f64, f64)>,
+    pub hourly_cpu: Vec<Option<f64>>,
+    pub hourly_memory: Vec<Option<f64>>,
+}
+
+/// A container's latest reading, for "top consumers".
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContainerUse {
+    pub host: String,
+    pub name: String,
+    pub cpu_percent: f64,
+    pub memory_percent: f64,
+    pub state: String,
+}
+
+impl Store {
+    pub async fn host_trends(&self, since: DateTime<Utc>) -> Result<Vec<HostTrend>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT host, MIN(cpu), AVG(cpu), MAX(cpu), MIN(memory), AVG(memory), MAX(memory),
+                        MIN(disk_max), AVG(disk_max), MAX(disk_max)
+                 FROM host_samples WHERE at >= ?1 AND reachable = 1 GROUP BY host ORDER BY host",
+            )?;
+            let triple = |r: &rusqlite::Row<'_>, i: usize| -> rusqlite::Result<Option<(f64, f64, f64)>> {
+                Ok(
+                    match (
+                        r.get::<_, Option<f64>>(i)?,
+                        r.get::<_, Option<f64>>(i + 1)?,
+                        r.get::<_, Option<f64>>(i + 2)?,
+                    ) {
+                        (Some(a), Some(b), Some(c)) => Some((a, b, c)),
+                        _ => None,
+                    },
+                )
+            };
+            let mut trends: Vec<HostTrend> = stmt
+                .query_map([ts(since)], |r| {
+                    Ok(HostTrend {
+                        host: r.get(0)?,
+                        cpu: triple(r, 1)?,
+                        memory: triple(r, 4)?,
+                        disk: triple(r, 7)?,
+                        hourly_cpu: Vec::new(),
+                        hourly_memory: Vec::new(),
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let start = since.duration_trunc(chrono::Duration::hours(1)).unwrap_or(since);
+            for t in &mut trends {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT substr(at, 1, 13), AVG(cpu), AVG(memory) FROM host_samples
+                     WHERE host = ?1 AND at >= ?2 GROUP BY 1",
+                )?;
+                let by_hour: std::collections::HashMap<String, (Option<f64>, Option<f64>)> = stmt
+                    .query_map(params![t.host, ts(start)], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+                    .collect::<Result<_, _>>()?;
+                for h in 0..24 {
+                    let key = ts(start + chrono::Duration::hours(h));
+                    let v = by_hour.get(&key[..13]).copied().unwrap_or((None, None));
+                    t.hourly_cpu.push(v.0);
+                    t.hourly_memory.push(v.1);
+                }
+            }
+            Ok(trends)
+        })
+        .await
+    }
+
+    /// The containers using the most CPU in each host's latest sample, highest first.
+    pub async fn top_containers(&self, since: DateTime<Utc>, n: usize) -> Result<Vec<ContainerUse>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT s.sample_json FROM host_samples s
+                 JOIN (SELECT host, MAX(at) AS at FROM host_samples WHERE at >= ?1 GROUP BY host) l
+                   ON l.host = s.host AND l.at = s.at",
+            )?;
+            let mut out = Vec::new();
+            for json in stmt.query_map([ts(since)], |r| r.get::<_, String>(0))? {
+                let sample: HostSample = serde_json::from_str(&json?)?;
+                for c in sample.containers {
+                    out.push(ContainerUse {
+                        host: sample.host.clone(),
+                        cpu_percent: c.cpu_percent.unwrap_or(0.0),
+                        memory_percent: c.memory_percent.unwrap_or(0.0),
+                        name: c.name,
+                        state: c.state,
+                    });
+                }
+            }
+            out.sort_by(|a, b| b.cpu_percent.total_cmp(&a.cpu_percent));
+            out.truncate(n);
+            Ok(out)
         })
         .await
     }

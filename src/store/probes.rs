@@ -276,3 +276,15 @@ mod tests {
         assert_eq!(percentile(&[], 50.0), 0.0);
     }
 }
+
+impl Store {
+    /// Probes with samples since `since`, by name.
+    pub async fn probes_seen_since(&self, since: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare("SELECT DISTINCT probe FROM probe_samples WHERE at >= ?1 ORDER BY probe")?;
+            let rows = stmt.query_map([ts(since)], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}

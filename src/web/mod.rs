@@ -73,6 +73,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/hosts", get(hosts::list))
         .route("/api/v1/hosts/{name}", get(hosts::show))
         .route("/api/v1/alerts", get(hosts::alerts))
+        .route("/api/v1/report", post(probes::send_report))
         .route("/incidents/{id}", get(incident_page::show))
         .route("/api/v1/gate/check", post(gate::check))
         .route("/api/v1/dry-run", get(gate::dry_run_state).put(gate::set_dry_run))

@@ -66,6 +66,7 @@ pub struct ErrorBody {
         super::hosts::list,
         super::hosts::show,
         super::hosts::alerts,
+        super::probes::send_report,
     ),
     components(schemas(IngestAnswer, AlertmanagerAnswer, AlertAnswer, GateVerdict, ErrorBody)),
     modifiers(&BearerToken)

@@ -58,3 +58,23 @@ pub async fn views(state: &AppState) -> Result<Vec<ProbeView>, crate::store::Sto
 pub async fn list(State(state): State<Arc<AppState>>, _auth: Authorized) -> Result<Json<Vec<ProbeView>>, AppError> {
     Ok(Json(views(&state).await?))
 }
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReportQueued {
+    /// Messages queued (one email per recipient set, one per chat channel taking `digest`).
+    pub queued: usize,
+}
+
+/// Builds the daily report for the last 24 hours now and queues it (it does not move the daily schedule).
+#[utoipa::path(post, path = "/api/v1/report", tag = "probes",
+    description = "Sends the daily report for the last 24 hours now.",
+    responses((status = 202, body = ReportQueued), (status = "4XX", body = super::openapi::ErrorBody)))]
+pub async fn send_report(
+    State(state): State<Arc<AppState>>,
+    _auth: Authorized,
+) -> Result<(axum::http::StatusCode, Json<ReportQueued>), AppError> {
+    let queued = crate::notify::digest::queue_now(&state.store, &state.notifier)
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(ReportQueued { queued })))
+}

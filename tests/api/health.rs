@@ -102,6 +102,20 @@ async fn host_health_is_read_over_ssh_and_thresholds_warn_and_open_an_incident()
     assert_eq!(browser.text("#host-web1 h2 .state").await, "critical");
     assert!(browser.source().await.contains("disk:/ is critical"));
     browser.screenshot("console-hosts-health.png").await;
+
+    // The daily report, on request, through the real SMTP server: host trends with inline charts.
+    let r = world.app.client.post(world.app.url("/api/v1/report")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let report: Value = r.json().await.unwrap();
+    crate::openapi::assert_valid(&doc, "/api/v1/report", "post", "202", &report);
+    let mail = world.smtp().wait_for("Daily digest", 15).await;
+    assert!(mail.text.contains("Hosts, last 24 h") && mail.text.contains("web1: CPU"), "{}", mail.text);
+    assert!(mail.html.contains("<svg") && mail.html.contains("web1"), "{}", mail.html);
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("daily-report.html");
+    std::fs::write(&file, &mail.html).unwrap();
+    browser.goto(&format!("file://{}", file.display())).await;
+    assert!(browser.text("#hosts").await.contains("web1"));
+    browser.screenshot("daily-report.png").await;
     let bad = world
         .app
         .client

@@ -13,7 +13,6 @@
 //! is that operator (SSO in front of medic); the header is ignored from any other address.
 
 mod audit;
-mod charts;
 mod decide;
 mod incidents;
 mod login;

@@ -7,7 +7,8 @@ use axum::extract::State;
 use axum::response::Response;
 use chrono::{Duration, Utc};
 
-use super::{Layout, Operator, charts, internal, render};
+use super::{Layout, Operator, internal, render};
+use crate::charts;
 use crate::web::AppState;
 
 #[derive(Template)]

@@ -10,7 +10,8 @@ use axum::extract::State;
 use axum::response::Response;
 
 use super::session::short_time;
-use super::{Layout, Operator, charts, internal, render};
+use super::{Layout, Operator, internal, render};
+use crate::charts;
 use crate::health::{ActiveAlert, HostSample};
 use crate::web::AppState;
 use crate::web::probes::{ProbeView, views};

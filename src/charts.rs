@@ -1,4 +1,4 @@
-//! Small inline SVG charts, drawn on the server. The markup is built here from numbers and labels
+//! Small inline SVG charts, drawn on the server (console pages and the daily report email). The markup is built here from numbers and labels
 //! medic formats itself (hours, dates), never from stored or client text, so the page can include it
 //! unescaped.
 
@@ -149,8 +149,14 @@ pub fn sparkline(values: &[Option<f64>]) -> String {
             v.map(|v| format!("{:.1},{:.1}", i as f64 * w / (n - 1.0), h - v.clamp(0.0, 100.0) / 100.0 * h))
         })
         .collect();
+    // The newest point is marked, so a single reading still shows.
+    let last = points
+        .last()
+        .and_then(|p| p.split_once(','))
+        .map(|(x, y)| format!(r##"<circle cx="{x}" cy="{y}" r="2.5" fill="#1d4ed8"/>"##))
+        .unwrap_or_default();
     format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img"><rect width="{w}" height="{h}" fill="#f9fafb"/><polyline points="{}" fill="none" stroke="#1d4ed8" stroke-width="1.5"/></svg>"##,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img"><rect width="{w}" height="{h}" fill="#f9fafb"/><polyline points="{}" fill="none" stroke="#1d4ed8" stroke-width="1.5"/>{last}</svg>"##,
         points.join(" ")
     )
 }
