@@ -264,6 +264,18 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Probes with samples since `since`, by name.
+    pub async fn probes_seen_since(&self, since: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare("SELECT DISTINCT probe FROM probe_samples WHERE at >= ?1 ORDER BY probe")?;
+            let rows = stmt.query_map([ts(since)], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,17 +286,5 @@ mod tests {
         assert_eq!(percentile(&v, 50.0), 3.0);
         assert_eq!(percentile(&v, 95.0), 100.0);
         assert_eq!(percentile(&[], 50.0), 0.0);
-    }
-}
-
-impl Store {
-    /// Probes with samples since `since`, by name.
-    pub async fn probes_seen_since(&self, since: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare("SELECT DISTINCT probe FROM probe_samples WHERE at >= ?1 ORDER BY probe")?;
-            let rows = stmt.query_map([ts(since)], |r| r.get::<_, String>(0))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
     }
 }
