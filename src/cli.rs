@@ -49,6 +49,9 @@ pub enum Command {
     /// Console operators.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Check what medic depends on (data dir, database, hosts, models, SMTP, Qdrant, chat webhooks),
+    /// changing and sending nothing. Exit 0 all ok, 1 warnings, 2 a failure.
+    Doctor,
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,6 +255,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Hooks(HooksCommand::Replay { file, url, token }) => replay(&file, &url, token.as_deref()).await,
         Command::Users(UsersCommand::Add { name }) => users_add(&name),
+        Command::Doctor => {
+            let (settings, source) = load_settings(cli.config.as_deref())?;
+            Ok(ExitCode::from(match crate::doctor::run(&settings, &source).await {
+                crate::doctor::Verdict::Ok => 0,
+                crate::doctor::Verdict::Warn => 1,
+                crate::doctor::Verdict::Fail => 2,
+            }))
+        }
         Command::Memory(cmd) => {
             let (settings, _) = load_settings(cli.config.as_deref())?;
             let memory = crate::memory::Memory::open(&settings.memory, &settings.store.data_dir)

@@ -10,6 +10,7 @@ pub mod collect;
 pub mod conf;
 pub mod config;
 pub mod diagnose;
+pub mod doctor;
 pub mod domain;
 pub mod execute;
 pub mod fault;

@@ -78,6 +78,19 @@ fn smtp_transport(config: &EmailConfig) -> Result<Option<AsyncSmtpTransport<Toki
     Ok(Some(builder.build()))
 }
 
+/// Connects to the configured SMTP server and says EHLO (`medic doctor`); sends nothing. Ok(false): no
+/// SMTP server is configured.
+pub async fn test_smtp(config: &EmailConfig) -> Result<bool, String> {
+    match smtp_transport(config)? {
+        None => Ok(false),
+        Some(t) => match t.test_connection().await {
+            Ok(true) => Ok(true),
+            Ok(false) => Err("the server did not answer EHLO".into()),
+            Err(e) => Err(e.to_string()),
+        },
+    }
+}
+
 impl OutboxSender {
     pub fn new(
         store: Store,

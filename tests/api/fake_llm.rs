@@ -150,6 +150,15 @@ impl FakeLlm {
         let app: Router = Router::new()
             .route("/api/chat", route("ollama_chat"))
             .route("/api/embed", route("ollama_embed"))
+            // Ollama's model list, in its wire format (`medic doctor` reads it).
+            .route(
+                "/api/tags",
+                axum::routing::get(|| async {
+                    Json(serde_json::json!({"models": [{"name": "qwen2.5:7b-instruct", "model": "qwen2.5:7b-instruct",
+                        "modified_at": "2026-11-01T10:00:00Z", "size": 4683087332u64, "digest": "845dbda0ea48",
+                        "details": {"format": "gguf", "family": "qwen2", "parameter_size": "7.6B", "quantization_level": "Q4_K_M"}}]}))
+                }),
+            )
             .route("/v1/messages", route("anthropic"))
             .route("/v1/chat/completions", route("openai"))
             .with_state(());

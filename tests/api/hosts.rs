@@ -75,3 +75,33 @@ fn hosts_check_reports_what_cannot_run_and_a_login_shell_that_prints() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("UNREACHABLE"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn doctor_names_what_works_and_what_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = TestSshd::start_with_env("");
+    let llm = crate::fake_llm::FakeLlm::start().await;
+    let smtp = crate::smtp::TestSmtp::start();
+    let closed = crate::sshd::free_port();
+    let cfg = config(dir.path(), &sshd);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "\n[diagnose.l1]\nurl = \"{}\"\nmodel = \"qwen2.5:7b-instruct\"\n\n\
+         [notify.email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsecurity = \"none\"\n\n\
+         [[notify.channels]]\nname = \"ops\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{closed}/hook\"\n",
+        llm.base, smtp.port
+    ));
+    std::fs::write(&cfg, &text).unwrap();
+    let (code, out) = tokio::task::spawn_blocking(move || run(&cfg, &["doctor"])).await.unwrap();
+    assert_eq!(code, 2, "a failing webhook is a failure: {out}");
+    for expected in [
+        "ok    data dir",
+        "ok    host web1",
+        "lists qwen2.5:7b-instruct",
+        "accepted a connection and EHLO",
+        "FAIL  chat ops",
+    ] {
+        assert!(out.contains(expected), "{expected:?} in:\n{out}");
+    }
+    assert!(smtp.count() == 0, "doctor sends no mail");
+}
