@@ -138,3 +138,67 @@ async fn a_probe_sees_nginx_go_down_medic_heals_it_and_the_probe_sees_the_recove
     );
     world.app.stop().await;
 }
+
+#[tokio::test]
+async fn probe_history_rolls_up_into_buckets_without_changing_uptime() {
+    use chrono::{DurationRound, Utc};
+    let app = crate::helpers::TestApp::spawn().await;
+    let now = Utc::now().duration_trunc(chrono::Duration::minutes(10)).unwrap();
+    // Ten days of a check every 10 minutes; one failing hour five days ago.
+    let failing_from = now - chrono::Duration::days(5);
+    let failing_to = failing_from + chrono::Duration::hours(1);
+    app.store
+        .write(move |ctx| {
+            for k in 0..(10 * 24 * 6) {
+                let at = now - chrono::Duration::minutes(10 * k);
+                let ok = !(at >= failing_from && at < failing_to);
+                ctx.conn().execute(
+                    "INSERT INTO probe_samples (probe, at, ok, latency_ms, state, detail) VALUES ('p', ?1, ?2, ?3, 'up', '')",
+                    rusqlite::params![medic::audit::format_time(at), ok, 10.0 + (k % 7) as f64],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let week = now - chrono::Duration::days(7);
+    let before = app.store.probe_uptime("p".into(), week).await.unwrap();
+    // Seven days of checks, both ends included.
+    assert_eq!(before.samples, 7 * 24 * 6 + 1);
+    let expected = 100.0 * (7.0 * 24.0 * 6.0 + 1.0 - 6.0) / (7.0 * 24.0 * 6.0 + 1.0);
+    assert!((before.uptime_percent.unwrap() - expected).abs() < 1e-9, "{before:?}");
+
+    let settings = medic::probe::ProbeSettings::default();
+    app.store.roll_up_probes_at(&settings, now).await.unwrap();
+    let counts = app
+        .store
+        .read(|conn| {
+            let n = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+            Ok((
+                n("SELECT COUNT(*) FROM probe_samples")?,
+                n("SELECT COUNT(*) FROM probe_rollups WHERE resolution = 300")?,
+                n("SELECT COUNT(*) FROM probe_rollups WHERE resolution = 3600")?,
+                n("SELECT COALESCE(SUM(samples), 0) FROM probe_rollups")?,
+            ))
+        })
+        .await
+        .unwrap();
+    let (raw, five, hourly, in_buckets) = counts;
+    assert!(raw <= 2 * 24 * 6 + 1, "raw samples kept for 2 days only: {raw}");
+    assert!(five > 0 && hourly > 0, "{five} {hourly}");
+    assert_eq!(raw + in_buckets, 10 * 24 * 6, "no sample lost or counted twice");
+    let after = app.store.probe_uptime("p".into(), week).await.unwrap();
+    assert_eq!(after.samples, before.samples, "{after:?}");
+    assert!((after.uptime_percent.unwrap() - expected).abs() < 1e-9, "{after:?}");
+    assert!(after.latency_p95_ms.unwrap() >= after.latency_p50_ms.unwrap());
+
+    // Again at the same time: nothing changes (no double counting).
+    app.store.roll_up_probes_at(&settings, now).await.unwrap();
+    let again = app.store.probe_uptime("p".into(), week).await.unwrap();
+    assert_eq!(again.samples, before.samples);
+    // Past the hourly retention everything goes.
+    app.store.roll_up_probes_at(&settings, now + chrono::Duration::days(200)).await.unwrap();
+    let gone = app.store.probe_uptime("p".into(), week).await.unwrap();
+    assert_eq!(gone.samples, 0);
+    app.stop().await;
+}
