@@ -70,6 +70,19 @@ pub struct HealthConfig {
     /// Samples are kept this long.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Levels for one host or one metric: `[[health.overrides]] host = "db1" metric = "disk:/var"
+    /// warning = 85.0 critical = 95.0` (`host = "*"` for all hosts; `metric = "disk"` for every disk).
+    pub overrides: Vec<Override>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    pub host: String,
+    /// cpu | memory | disk | disk:<mount>
+    pub metric: String,
+    pub warning: f64,
+    pub critical: f64,
 }
 
 impl Default for HealthConfig {
@@ -84,11 +97,45 @@ impl Default for HealthConfig {
             hysteresis: 5.0,
             cooldown: Duration::from_secs(1800),
             retention: Duration::from_secs(7 * 86400),
+            overrides: Vec::new(),
         }
     }
 }
 
 impl HealthConfig {
+    /// The levels for one host's metric: the most specific override (this host over `*`, an exact
+    /// metric over its family), else the defaults.
+    pub fn levels(&self, host: &str, metric: &str) -> Levels {
+        let family = metric.split(':').next().unwrap_or(metric);
+        let score = |o: &Override| -> Option<u8> {
+            let host_score = if o.host == host {
+                2
+            } else if o.host == "*" {
+                0
+            } else {
+                return None;
+            };
+            let metric_score = if o.metric == metric {
+                1
+            } else if o.metric == family {
+                0
+            } else {
+                return None;
+            };
+            Some(host_score + metric_score)
+        };
+        if let Some(o) =
+            self.overrides.iter().filter_map(|o| score(o).map(|s| (s, o))).max_by_key(|(s, _)| *s).map(|(_, o)| o)
+        {
+            return Levels { warning: o.warning, critical: o.critical };
+        }
+        match family {
+            "cpu" => self.cpu,
+            "memory" => self.memory,
+            _ => self.disk,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (key, l) in [("health.cpu", self.cpu), ("health.memory", self.memory), ("health.disk", self.disk)] {
             if !(0.0..=100.0).contains(&l.warning) || !(0.0..=100.0).contains(&l.critical) || l.warning > l.critical {
@@ -97,6 +144,21 @@ impl HealthConfig {
         }
         if self.interval < Duration::from_secs(1) {
             return Err(ConfigError::invalid("health.interval", "must be at least 1s"));
+        }
+        for (i, o) in self.overrides.iter().enumerate() {
+            if !(0.0..=100.0).contains(&o.warning) || !(0.0..=100.0).contains(&o.critical) || o.warning > o.critical {
+                return Err(ConfigError::invalid(
+                    format!("health.overrides[{i}]"),
+                    "warning and critical are percents, warning <= critical",
+                ));
+            }
+            let family = o.metric.split(':').next().unwrap_or("");
+            if !matches!(family, "cpu" | "memory" | "disk") || (family != "disk" && o.metric.contains(':')) {
+                return Err(ConfigError::invalid(
+                    format!("health.overrides[{i}].metric"),
+                    "cpu, memory, disk or disk:<mount>",
+                ));
+            }
         }
         if !(0.0..=50.0).contains(&self.hysteresis) {
             return Err(ConfigError::invalid("health.hysteresis", "between 0 and 50 points"));
@@ -369,11 +431,12 @@ impl Watcher {
     async fn evaluate(&self, s: &HostSample) {
         let c = &self.config;
         let mut checks: Vec<(String, Option<f64>, Levels, Option<String>)> = vec![
-            ("cpu".into(), s.cpu_percent, c.cpu, None),
-            ("memory".into(), s.memory.map(|m| m.used_percent), c.memory, None),
+            ("cpu".into(), s.cpu_percent, c.levels(&s.host, "cpu"), None),
+            ("memory".into(), s.memory.map(|m| m.used_percent), c.levels(&s.host, "memory"), None),
         ];
         for d in &s.disks {
-            checks.push((format!("disk:{}", d.mount), Some(d.used_percent), c.disk, None));
+            let metric = format!("disk:{}", d.mount);
+            checks.push((metric.clone(), Some(d.used_percent), c.levels(&s.host, &metric), None));
         }
         for k in &s.containers {
             let bad = k.health.as_deref() == Some("unhealthy")
@@ -436,6 +499,32 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_most_specific_override_wins() {
+        let o = |host: &str, metric: &str, w: f64| Override {
+            host: host.into(),
+            metric: metric.into(),
+            warning: w,
+            critical: 99.0,
+        };
+        let config = HealthConfig {
+            overrides: vec![
+                o("*", "disk", 60.0),
+                o("db1", "disk", 70.0),
+                o("db1", "disk:/var", 85.0),
+                o("*", "cpu", 50.0),
+            ],
+            ..HealthConfig::default()
+        };
+        assert_eq!(config.levels("db1", "disk:/var").warning, 85.0, "host and exact metric");
+        assert_eq!(config.levels("db1", "disk:/").warning, 70.0, "host and family");
+        assert_eq!(config.levels("web1", "disk:/").warning, 60.0, "any host, family");
+        assert_eq!(config.levels("web1", "cpu").warning, 50.0);
+        assert_eq!(config.levels("web1", "memory"), config.memory, "no override: the default");
+        let bad = HealthConfig { overrides: vec![o("*", "swap", 1.0)], ..HealthConfig::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("health.overrides[0].metric"));
+    }
 
     #[test]
     fn the_shipped_allow_list_has_every_health_command() {
