@@ -15,10 +15,13 @@ pub struct Observation {
     pub latency: Duration,
     /// "HTTP 200 in 12 ms", "connection refused", "keyword \"ok\" not found", …
     pub detail: String,
+    /// HTTPS: when the server's certificate expires.
+    pub cert_expires: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub async fn run(spec: &ProbeSpec, http: &reqwest::Client) -> Observation {
     let started = Instant::now();
+    let mut cert_expires = None;
     let (ok, detail) = match &spec.kind {
         ProbeKind::Tcp { address } => {
             match tokio::time::timeout(spec.timeout, tokio::net::TcpStream::connect(address.as_str())).await {
@@ -28,14 +31,14 @@ pub async fn run(spec: &ProbeSpec, http: &reqwest::Client) -> Observation {
             }
         }
         ProbeKind::Http { url, method, accepted, keyword } => {
-            match tokio::time::timeout(spec.timeout, http_check(http, url, method, accepted, keyword.as_deref())).await
-            {
+            let check = http_check(http, url, method, accepted, keyword.as_deref(), &mut cert_expires);
+            match tokio::time::timeout(spec.timeout, check).await {
                 Ok(result) => result,
                 Err(_) => (false, format!("{method} {url}: no answer within {:?}", spec.timeout)),
             }
         }
     };
-    Observation { ok, latency: started.elapsed(), detail }
+    Observation { ok, latency: started.elapsed(), detail, cert_expires }
 }
 
 async fn http_check(
@@ -44,11 +47,17 @@ async fn http_check(
     method: &reqwest::Method,
     accepted: &[(u16, u16)],
     keyword: Option<&str>,
+    cert_expires: &mut Option<chrono::DateTime<chrono::Utc>>,
 ) -> (bool, String) {
     let mut response = match http.request(method.clone(), url.clone()).send().await {
         Ok(r) => r,
         Err(e) => return (false, format!("{method} {url}: {}", error_chain(&e))),
     };
+    *cert_expires = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|info| info.peer_certificate())
+        .and_then(not_after);
     let status = response.status().as_u16();
     if !accepted.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status)) {
         return (false, format!("{method} {url}: HTTP {status}"));
@@ -70,6 +79,12 @@ async fn http_check(
         }
         Some(k) => (false, format!("{method} {url}: HTTP {status}, keyword {k:?} not found")),
     }
+}
+
+/// When a DER certificate stops being valid.
+fn not_after(der: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    chrono::DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

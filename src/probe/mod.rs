@@ -88,6 +88,11 @@ pub struct ProbeConfig {
     pub host: String,
     /// low | warning | critical.
     pub severity: String,
+    /// https: warn (once, on the `warning` channels) when the certificate expires within this many days;
+    /// 0: never.
+    pub cert_expiry_days: u32,
+    /// https: a PEM file of an extra certificate authority to trust (a private CA, a self-signed server).
+    pub ca_file: String,
 }
 
 impl Default for ProbeConfig {
@@ -108,6 +113,8 @@ impl Default for ProbeConfig {
             service: String::new(),
             host: String::new(),
             severity: "critical".into(),
+            cert_expiry_days: 14,
+            ca_file: String::new(),
         }
     }
 }
@@ -131,6 +138,9 @@ pub struct ProbeSpec {
     pub service: String,
     pub host: Option<String>,
     pub severity: Severity,
+    pub cert_expiry_days: u32,
+    /// PEM of an extra trusted certificate authority (read at start-up).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl ProbeSpec {
@@ -216,6 +226,15 @@ impl ProbeConfig {
             return Err(ConfigError::invalid(key("timeout"), "must be more than 0s"));
         }
         let severity = self.severity.parse::<Severity>().map_err(|e| ConfigError::invalid(key("severity"), e))?;
+        let ca_pem = if self.ca_file.is_empty() {
+            None
+        } else {
+            let pem = std::fs::read(&self.ca_file)
+                .map_err(|e| ConfigError::invalid(key("ca_file"), format!("cannot read {}: {e}", self.ca_file)))?;
+            reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| ConfigError::invalid(key("ca_file"), format!("not a PEM certificate: {e}")))?;
+            Some(pem)
+        };
         Ok(ProbeSpec {
             name: self.name.clone(),
             kind,
@@ -227,6 +246,8 @@ impl ProbeConfig {
             service: if self.service.is_empty() { self.name.clone() } else { self.service.clone() },
             host: (!self.host.is_empty()).then(|| self.host.clone()),
             severity,
+            cert_expiry_days: self.cert_expiry_days,
+            ca_pem,
         })
     }
 }
@@ -266,8 +287,15 @@ impl Prober {
         let permits = Arc::new(Semaphore::new(self.settings.max_concurrent.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
         for spec in self.specs {
-            let (store, intake, http, permits, shutdown) =
-                (self.store.clone(), self.intake.clone(), http.clone(), permits.clone(), shutdown.clone());
+            let http = match &spec.ca_pem {
+                Some(pem) => match http_client(Some(pem)) {
+                    Some(c) => c,
+                    None => continue,
+                },
+                None => http.clone(),
+            };
+            let (store, intake, permits, shutdown) =
+                (self.store.clone(), self.intake.clone(), permits.clone(), shutdown.clone());
             tasks.spawn(async move { probe_loop(spec, store, intake, http, permits, shutdown).await });
         }
         let (store, settings) = (self.store.clone(), self.settings.clone());
@@ -286,6 +314,28 @@ impl Prober {
     }
 }
 
+/// The probes' HTTP client: records the server's certificate (for its expiry), trusts `ca` as well.
+fn http_client(ca: Option<&[u8]>) -> Option<reqwest::Client> {
+    let mut builder =
+        reqwest::Client::builder().user_agent(concat!("medic-probe/", env!("CARGO_PKG_VERSION"))).tls_info(true);
+    if let Some(pem) = ca {
+        match reqwest::Certificate::from_pem(pem) {
+            Ok(cert) => builder = builder.add_root_certificate(cert),
+            Err(e) => {
+                tracing::error!(error = %e, "A probe's ca_file is not a certificate.");
+                return None;
+            }
+        }
+    }
+    match builder.build() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(error = %e, "Probes cannot start: no HTTP client.");
+            None
+        }
+    }
+}
+
 async fn probe_loop(
     spec: ProbeSpec,
     store: Store,
@@ -297,6 +347,7 @@ async fn probe_loop(
     // Resume from the last stored state, so a probe that was DOWN before a restart can still recover.
     let (last, mut down_since) = store.probe_last_state(spec.name.clone()).await.unwrap_or((ProbeState::Unknown, None));
     let mut tracker = Tracker::new(last);
+    let mut cert_warned = false;
     let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..spec.interval.as_millis().max(1) as u64));
     let mut next = tokio::time::Instant::now() + jitter;
     loop {
@@ -323,6 +374,26 @@ async fn probe_loop(
         };
         if let Err(e) = store.record_probe_sample(sample).await {
             tracing::warn!(probe = %spec.name, error = %e, "Could not store a probe sample.");
+        }
+        if let Some(expires) = observation.cert_expires
+            && spec.cert_expiry_days > 0
+        {
+            let days_left = (expires - now).num_days();
+            let soon = days_left < i64::from(spec.cert_expiry_days);
+            if soon && !cert_warned {
+                let message = format!(
+                    "probe {}: the certificate of {} expires in {days_left} days ({} UTC)",
+                    spec.name,
+                    spec.target(),
+                    expires.format("%Y-%m-%d %H:%M")
+                );
+                let notice = Alert::Notice(Notice { source: Source::Probe, kind: NoticeKind::ExpiryWarning, message });
+                if let Err(e) = intake.accept(notice, String::new()).await {
+                    tracing::warn!(probe = %spec.name, error = %e, "Could not record a certificate warning.");
+                }
+            }
+            // Warned once per certificate: a renewed one resets it.
+            cert_warned = soon;
         }
         if let Some(change) = change {
             if change == Change::Down {

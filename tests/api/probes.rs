@@ -202,3 +202,87 @@ async fn probe_history_rolls_up_into_buckets_without_changing_uptime() {
     assert_eq!(gone.samples, 0);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_probe_warns_once_when_the_certificate_expires_soon() {
+    // A real nginx serving TLS with a certificate valid for 5 more days, signed by a test CA.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+        .unwrap();
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=medic-test-ca -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out leaf.csr",
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 5 -out cert.pem -extfile ext.cnf",
+    ] {
+        let made = std::process::Command::new("openssl").args(args.split(' ')).current_dir(d).output().unwrap();
+        assert!(made.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    let port = crate::sshd::free_port();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    std::fs::create_dir_all(d.join("tmp")).unwrap();
+    let p = d.display();
+    std::fs::write(
+        d.join("nginx.conf"),
+        format!(
+            "daemon on; worker_processes 1; pid {p}/nginx.pid; error_log {p}/logs/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {p}/tmp;\n\
+               server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {p}/cert.pem; ssl_certificate_key {p}/key.pem;\n\
+                 location / {{ return 200 \"ok\\n\"; }} }} }}\n"
+        ),
+    )
+    .unwrap();
+    let started = std::process::Command::new("/usr/sbin/nginx")
+        .arg("-e")
+        .arg(d.join("logs/error.log"))
+        .arg("-c")
+        .arg(d.join("nginx.conf"))
+        .arg("-p")
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+
+    let ca = d.join("ca.pem").display().to_string();
+    let app = crate::helpers::TestApp::spawn_with(move |s| {
+        s.probes = vec![ProbeConfig {
+            name: "tls".into(),
+            url: format!("https://localhost:{port}/"),
+            interval: Duration::from_secs(1),
+            ca_file: ca,
+            cert_expiry_days: 14,
+            ..ProbeConfig::default()
+        }];
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let warnings = loop {
+        let events = app.store.audit_events(None, None).await.unwrap();
+        let warnings: Vec<_> = events
+            .into_iter()
+            .filter(|e| e.kind == "notice_recorded" && e.details.to_string().contains("certificate"))
+            .collect();
+        let samples = app.store.last_probe_sample("tls".into()).await.unwrap();
+        if (!warnings.is_empty() && samples.is_some()) || std::time::Instant::now() > deadline {
+            break warnings;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let last = app.store.last_probe_sample("tls".into()).await.unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?} {last:?}");
+    let text = warnings[0].details.to_string();
+    assert!(text.contains("expires in 4 days") || text.contains("expires in 5 days"), "{text}");
+    // It keeps checking (up: the certificate is valid) and does not warn again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let last = app.store.last_probe_sample("tls".into()).await.unwrap().unwrap();
+    assert!(last.1, "the check passes: {last:?}");
+    let events = app.store.audit_events(None, None).await.unwrap();
+    assert_eq!(
+        events.iter().filter(|e| e.kind == "notice_recorded" && e.details.to_string().contains("certificate")).count(),
+        1
+    );
+    app.stop().await;
+    let pid = std::fs::read_to_string(d.join("nginx.pid")).unwrap();
+    let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+}
