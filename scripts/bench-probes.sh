@@ -31,7 +31,7 @@ NGINX
 /usr/sbin/nginx -e "$work/nginx/logs/error.log" -c "$work/nginx/nginx.conf" -p "$work/nginx"
 
 cat >"$work/rules.json" <<'JSON'
-{"safe_commands": {"blocked_patterns": ["rm -rf"]},
+{"safe_commands": {"none": {"mode": "approval", "allowed": ["true"]}, "blocked_patterns": ["rm -rf"]},
  "diagnostics": {"allowed": ["cat /proc/stat", "cat /proc/meminfo", "cat /proc/loadavg", "cat /proc/uptime", "df -P -k"]}}
 JSON
 {
@@ -62,6 +62,12 @@ pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; kill "$(cat "$work/nginx/nginx.pid")" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
+sleep 2
+if ! kill -0 "$pid" 2>/dev/null; then
+  echo "medic did not start:" >&2
+  cat "$work/medic.log" >&2
+  exit 1
+fi
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
 hz=$(getconf CLK_TCK)

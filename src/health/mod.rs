@@ -460,12 +460,13 @@ impl Watcher {
     async fn act(&self, host: &str, action: Action) {
         tracing::info!(host, action = ?action, "Health threshold.");
         let status = |metric: &str, status, message: String, container: Option<String>| {
-            // The service is the container for a container alert; for a host metric it is "host", which no
-            // allow-list names, so no service command can be aimed at a host-wide problem by accident.
+            // The service: the container for a container alert; for a disk, the inventory's choice (the
+            // host's service, whose logs the cleanup script may free); for CPU and memory "host", which
+            // no allow-list names, so no service command can be aimed at a host-wide problem by accident.
             let mut monitor = MonitorInfo {
                 name: format!("{host} {metric}"),
                 host: Some(host.to_string()),
-                service: Some("host".into()),
+                service: (!metric.starts_with("disk:")).then(|| "host".to_string()),
                 ..MonitorInfo::default()
             };
             if let Some(c) = &container {

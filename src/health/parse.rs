@@ -76,9 +76,12 @@ pub struct Mount {
 }
 
 /// File systems that are not disks.
-const PSEUDO: [&str; 8] = ["tmpfs", "devtmpfs", "overlay", "shm", "udev", "none", "proc", "sysfs"];
+const PSEUDO: [&str; 6] = ["devtmpfs", "shm", "udev", "none", "proc", "sysfs"];
+/// Where memory-backed file systems hold kernel and runtime state, not data.
+const SYSTEM_MOUNTS: [&str; 3] = ["/dev", "/run", "/sys"];
 
-/// Real file systems from `df -P -k` (POSIX format, 1024-byte blocks), pseudo ones skipped. The used
+/// Real file systems from `df -P -k` (POSIX format, 1024-byte blocks): pseudo ones and tmpfs under
+/// /dev, /run and /sys skipped (a tmpfs /tmp that fills up is a real problem and is kept). The used
 /// percentage is df's own: used / (used + available).
 pub fn df(text: &str) -> Vec<Mount> {
     text.lines()
@@ -91,7 +94,14 @@ pub fn df(text: &str) -> Vec<Mount> {
             let (fs, mount) = (cols[0], cols[5..].join(" "));
             let (size, used, avail) =
                 (cols[1].parse::<u64>().ok()?, cols[2].parse::<u64>().ok()?, cols[3].parse::<u64>().ok()?);
-            if size == 0 || PSEUDO.contains(&fs) || !mount.starts_with('/') || mount.starts_with("/mnt/sandboxing") {
+            let system =
+                fs == "tmpfs" && SYSTEM_MOUNTS.iter().any(|m| mount == *m || mount.starts_with(&format!("{m}/")));
+            if size == 0
+                || PSEUDO.contains(&fs)
+                || system
+                || !mount.starts_with('/')
+                || mount.starts_with("/mnt/sandboxing")
+            {
                 return None;
             }
             let denominator = (used + avail).max(1);
@@ -194,7 +204,12 @@ mod tests {
         assert_eq!(root.filesystem, "/dev/vda");
         // 46984632 / (46984632 + 48301256) = 49.3 % (df rounds up to 50 %).
         assert!((root.used_percent - 49.31).abs() < 0.01, "{root:?}");
-        assert!(mounts.iter().all(|m| !m.filesystem.contains("tmpfs")), "{mounts:?}");
+        assert!(
+            mounts.iter().all(|m| !m.filesystem.contains("tmpfs")),
+            "/dev/shm and cgroups are not disks: {mounts:?}"
+        );
+        let tmp = df("Filesystem 1024-blocks Used Available Capacity Mounted on\ntmpfs 2048 2000 48 98% /tmp\n");
+        assert_eq!(tmp.len(), 1, "a tmpfs /tmp can fill up");
         let odd = "Filesystem 1024-blocks Used Available Capacity Mounted on\n\
                    /dev/sdb1 1000 900 100 90% /srv/my data\n\
                    garbage line\n/dev/sdc1 x y z 1% /x\n";

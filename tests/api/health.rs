@@ -129,3 +129,89 @@ async fn host_health_is_read_over_ssh_and_thresholds_warn_and_open_an_incident()
     assert_eq!(unknown.status(), 404);
     world.app.stop().await;
 }
+
+/// The small filesystem of the disk scenario (a 2 MB tmpfs; this test only).
+const DISK: &str = "/tmp/medic-disk-scenario";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_is_found_by_health_cleaned_by_the_approved_script_and_verified() {
+    // The filesystem: 2 MB, nearly filled by an old rotated nginx log.
+    let _ = std::process::Command::new("umount").arg(DISK).status();
+    std::fs::create_dir_all(DISK).unwrap();
+    let mounted =
+        std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs", DISK]).output().unwrap();
+    assert!(mounted.status.success(), "mount a tmpfs (root): {}", String::from_utf8_lossy(&mounted.stderr));
+    std::fs::create_dir_all(format!("{DISK}/nginx")).unwrap();
+    let archive = format!("{DISK}/nginx/access.log.1");
+    std::fs::write(&archive, vec![b'x'; 2000 * 1024]).unwrap();
+    let ten_days_ago = std::time::SystemTime::now() - Duration::from_secs(10 * 86400);
+    std::fs::File::options().write(true).open(&archive).unwrap().set_modified(ten_days_ago).unwrap();
+    // The host's scripts where the gate's templates name them.
+    std::fs::create_dir_all("/usr/local/lib/medic").unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clean_logs.sh");
+    std::fs::copy(&script, "/usr/local/lib/medic/clean_logs.sh").unwrap();
+
+    let world = World::start(Options {
+        l1: false,
+        l2: false,
+        decisions: true,
+        ssh_env: "MEDIC_LOG_ROOT=/tmp/medic-disk-scenario",
+        rules: Some(DISK_RULES.to_string()),
+        tweak: Some(|s, _| {
+            s.health.interval = Duration::from_secs(1);
+            s.health.for_ = Duration::ZERO;
+            s.health.cpu = medic::health::Levels { warning: 100.0, critical: 100.0 };
+            s.health.memory = medic::health::Levels { warning: 100.0, critical: 100.0 };
+            s.health.disk = medic::health::Levels { warning: 100.0, critical: 100.0 };
+            s.health.overrides = vec![medic::health::Override {
+                host: "web1".into(),
+                metric: format!("disk:{DISK}"),
+                warning: 50.0,
+                critical: 80.0,
+            }];
+            s.verify.deadline = Duration::from_secs(20);
+        }),
+        ..Options::default()
+    })
+    .await;
+
+    // Health finds the disk critical and opens an incident; the evidence checks see it full, veto any
+    // restart and offer the cleanup script, which the allow-list puts behind a human.
+    let monitor = format!("host/web1/disk:{DISK}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let incidents = world.app.incidents("").await;
+        if let Some(i) = incidents.iter().find(|i| i["monitor_id"] == monitor.as_str()) {
+            break i["incident_id"].as_str().unwrap().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no disk incident: {incidents:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    world.wait_state(&id, "awaiting_approval", 30).await;
+    let mail = world.smtp().wait_for("Approval needed", 15).await;
+    assert!(mail.text.contains("/usr/local/lib/medic/clean_logs.sh nginx"), "{}", mail.text);
+
+    // A human approves; the script runs over SSH, frees the space; health sees the disk back to normal.
+    let link = crate::smtp::approval_link(&mail);
+    let fields = world.confirm_fields(&link).await;
+    let form: Vec<(String, String)> =
+        fields.into_iter().chain([("decision".to_string(), "approve".to_string())]).collect();
+    let (status, page) = world.post_form(&link, &form).await;
+    assert_eq!(status, 200, "{page}");
+    let incident = world.wait_state(&id, "resolved", 40).await;
+    assert!(!std::path::Path::new(&archive).exists(), "the old archive was removed");
+    let text = incident.to_string();
+    assert!(text.contains("clean_logs.sh nginx") && text.contains("removed 1 rotated file"), "{text}");
+    world.app.stop().await;
+    let _ = std::process::Command::new("umount").arg(DISK).status();
+}
+
+const DISK_RULES: &str = r#"{
+  "safe_commands": {
+    "maintenance_scripts": { "mode": "approval", "allowed": ["/usr/local/lib/medic/clean_logs.sh {service}"] },
+    "blocked_patterns": ["rm -rf"]
+  },
+  "placeholders": { "service": { "allowed": ["nginx"] }, "lines": { "range": [1, 5000] } },
+  "diagnostics": { "allowed": ["df -h", "uptime", "cat /proc/stat", "cat /proc/meminfo", "cat /proc/loadavg",
+                               "cat /proc/uptime", "df -P -k"] }
+}"#;

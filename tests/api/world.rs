@@ -37,6 +37,8 @@ pub struct Options {
     pub decisions: bool,
     /// Last changes to the settings before medic starts (given the test nginx's control script).
     pub tweak: Option<fn(&mut Settings, &str)>,
+    /// Environment the test sshd gives every session (`NAME=value …`).
+    pub ssh_env: &'static str,
 }
 
 /// Where level 1 goes when it is not the fake Ollama.
@@ -63,6 +65,7 @@ impl Default for Options {
             rules: None,
             decisions: false,
             tweak: None,
+            ssh_env: "",
         }
     }
 }
@@ -99,7 +102,8 @@ pub fn rules(nginx: &TestNginx) -> String {
 
 impl World {
     pub async fn start(options: Options) -> Self {
-        let sshd = TestSshd::start();
+        let sshd =
+            if options.ssh_env.is_empty() { TestSshd::start() } else { TestSshd::start_with_env(options.ssh_env) };
         let nginx = TestNginx::new();
         // A `slowstart` that takes a while, for the UP-during-fix scenario.
         let script = std::fs::read_to_string(nginx.control()).unwrap().replace(
