@@ -67,9 +67,14 @@ pub struct HealthConfig {
     /// After an alert clears, the same alert does not notify again for this long.
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
-    /// Samples are kept this long.
+    /// Every sample is kept this long, then 5-minute averages for `five_minute_retention`, then hourly
+    /// ones for `hourly_retention`.
     #[serde(with = "humantime_serde")]
-    pub retention: Duration,
+    pub raw_retention: Duration,
+    #[serde(with = "humantime_serde")]
+    pub five_minute_retention: Duration,
+    #[serde(with = "humantime_serde")]
+    pub hourly_retention: Duration,
     /// Levels for one host or one metric: `[[health.overrides]] host = "db1" metric = "disk:/var"
     /// warning = 85.0 critical = 95.0` (`host = "*"` for all hosts; `metric = "disk"` for every disk).
     pub overrides: Vec<Override>,
@@ -96,7 +101,9 @@ impl Default for HealthConfig {
             for_: Duration::from_secs(300),
             hysteresis: 5.0,
             cooldown: Duration::from_secs(1800),
-            retention: Duration::from_secs(7 * 86400),
+            raw_retention: Duration::from_secs(2 * 86400),
+            five_minute_retention: Duration::from_secs(7 * 86400),
+            hourly_retention: Duration::from_secs(3 * 2_630_016),
             overrides: Vec::new(),
         }
     }
@@ -404,6 +411,7 @@ pub struct Watcher {
 impl Watcher {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut cpu: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut rolled_at: Option<std::time::Instant> = None;
         loop {
             for host in self.inventory.hosts() {
                 let Some((s, times)) = sample(host, &self.gate, &self.transports, cpu.get(&host.name).copied()).await
@@ -418,8 +426,11 @@ impl Watcher {
                     tracing::warn!(host = %host.name, error = %e, "Could not store a host sample.");
                 }
             }
-            if let Err(e) = self.store.prune_host_samples(self.config.retention).await {
-                tracing::warn!(error = %e, "Could not prune host samples.");
+            if rolled_at.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                rolled_at = Some(std::time::Instant::now());
+                if let Err(e) = self.store.roll_up_hosts(&self.config, Utc::now()).await {
+                    tracing::warn!(error = %e, "Could not roll up host samples.");
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

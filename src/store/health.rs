@@ -1,6 +1,8 @@
 //! Host health samples: one row per host per `health.interval`, the whole reading as JSON plus the
-//! figures the history and charts read (CPU, memory, fullest disk, load), pruned after
-//! `health.retention`. History is served raw or averaged per hour or per 5 minutes.
+//! figures the history and charts read (CPU, memory, fullest disk, load). Raw rows are kept for
+//! `health.raw_retention` (2 days), then rolled up into 5-minute averages (7 days), then hourly ones (3
+//! months), then deleted. History is served raw (where kept) or per 5 minutes or per hour, reading raw
+//! rows where they exist and the roll-ups before.
 
 use chrono::{DateTime, DurationRound, Utc};
 use rusqlite::{OptionalExtension, params};
@@ -21,7 +23,25 @@ CREATE TABLE IF NOT EXISTS host_samples (
 );
 CREATE INDEX IF NOT EXISTS host_samples_host_at ON host_samples(host, at);
 CREATE INDEX IF NOT EXISTS host_samples_at ON host_samples(at);
+CREATE TABLE IF NOT EXISTS host_rollups (
+    host        TEXT NOT NULL,
+    resolution  INTEGER NOT NULL,
+    bucket      TEXT NOT NULL,
+    samples     INTEGER NOT NULL,
+    cpu         REAL,
+    memory      REAL,
+    disk_max    REAL,
+    load1       REAL,
+    PRIMARY KEY (host, resolution, bucket)
+);
 ";
+
+/// `column` (a stored time) → the start of its bucket of `seconds`, in the stored format.
+fn bucket_sql(column: &str, seconds: i64) -> String {
+    format!(
+        "strftime('%Y-%m-%dT%H:%M:%S.000Z', (CAST(strftime('%s', {column}) AS INTEGER) / {seconds}) * {seconds}, 'unixepoch')"
+    )
+}
 
 /// One point of a host's history (averages over the bucket; maxima for the disk).
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -70,7 +90,8 @@ impl Store {
         .await
     }
 
-    /// A host's history since `since`, one point per sample (`bucket_seconds` 0) or per bucket.
+    /// A host's history since `since`, one point per sample (`bucket_seconds` 0, where raw samples are
+    /// still kept) or per bucket of 300 or 3600 seconds.
     pub async fn host_history(
         &self,
         host: String,
@@ -78,19 +99,12 @@ impl Store {
         bucket_seconds: i64,
     ) -> Result<Vec<HistoryPoint>, StoreError> {
         self.read(move |conn| {
-            let key = match bucket_seconds {
-                0 => "at".to_string(),
-                3600 => "substr(at, 1, 13) || ':00:00Z'".to_string(),
-                _ => format!(
-                    "strftime('%Y-%m-%dT%H:%M:00Z', (CAST(strftime('%s', at) AS INTEGER) / {b}) * {b}, 'unixepoch')",
-                    b = bucket_seconds.max(1)
-                ),
-            };
+            let key = if bucket_seconds == 0 { "at".to_string() } else { bucket_sql("at", bucket_seconds) };
             let mut stmt = conn.prepare(&format!(
                 "SELECT {key}, AVG(cpu), AVG(memory), MAX(disk_max), AVG(load1), COUNT(*) FROM host_samples
                  WHERE host = ?1 AND at >= ?2 GROUP BY 1 ORDER BY 1"
             ))?;
-            let rows = stmt.query_map(params![host, ts(since)], |r| {
+            let point = |r: &rusqlite::Row<'_>| {
                 Ok(HistoryPoint {
                     at: r.get(0)?,
                     cpu_percent: r.get(1)?,
@@ -99,17 +113,82 @@ impl Store {
                     load1: r.get(4)?,
                     samples: r.get(5)?,
                 })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            };
+            let raw: Vec<HistoryPoint> = stmt.query_map(params![host, ts(since)], point)?.collect::<Result<_, _>>()?;
+            if bucket_seconds == 0 {
+                return Ok(raw);
+            }
+            // Before the oldest raw row: the roll-ups, weighted by their sample counts.
+            let oldest: Option<String> = conn
+                .query_row("SELECT MIN(at) FROM host_samples WHERE host = ?1", [&host], |r| r.get(0))
+                .optional()?
+                .flatten();
+            let key = bucket_sql("bucket", bucket_seconds);
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {key}, SUM(cpu * samples) / SUM(samples), SUM(memory * samples) / SUM(samples), MAX(disk_max),
+                        SUM(load1 * samples) / SUM(samples), SUM(samples)
+                 FROM host_rollups WHERE host = ?1 AND bucket >= ?2 AND (?3 IS NULL OR bucket < ?3)
+                   AND resolution <= MAX(?4, 300)
+                 GROUP BY 1 ORDER BY 1"
+            ))?;
+            let mut out: Vec<HistoryPoint> =
+                stmt.query_map(params![host, ts(since), oldest, bucket_seconds], point)?.collect::<Result<_, _>>()?;
+            out.extend(raw);
+            Ok(out)
         })
         .await
     }
 
-    /// Deletes samples older than `keep`; returns how many.
-    pub async fn prune_host_samples(&self, keep: std::time::Duration) -> Result<u64, StoreError> {
-        let cutoff = Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::days(3650));
-        self.write(move |ctx| Ok(ctx.conn().execute("DELETE FROM host_samples WHERE at < ?1", [ts(cutoff)])? as u64))
-            .await
+    /// Raw samples older than `raw_retention` become 5-minute averages, 5-minute ones older than
+    /// `five_minute_retention` become hourly ones, hourly ones older than `hourly_retention` go. One
+    /// transaction; running it twice changes nothing.
+    pub async fn roll_up_hosts(
+        &self,
+        config: &crate::health::HealthConfig,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let cut = |keep: std::time::Duration, seconds: i64| {
+            let t = now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::days(3650));
+            ts(t.duration_trunc(chrono::Duration::seconds(seconds)).unwrap_or(t))
+        };
+        let (raw_cut, five_cut, hour_cut) = (
+            cut(config.raw_retention, 300),
+            cut(config.five_minute_retention, 3600),
+            cut(config.hourly_retention, 3600),
+        );
+        self.write(move |ctx| {
+            let conn = ctx.conn();
+            let upsert = "ON CONFLICT(host, resolution, bucket) DO UPDATE SET
+                 cpu = (COALESCE(cpu, 0) * samples + COALESCE(excluded.cpu, 0) * excluded.samples) / (samples + excluded.samples),
+                 memory = (COALESCE(memory, 0) * samples + COALESCE(excluded.memory, 0) * excluded.samples) / (samples + excluded.samples),
+                 disk_max = MAX(COALESCE(disk_max, 0), COALESCE(excluded.disk_max, 0)),
+                 load1 = (COALESCE(load1, 0) * samples + COALESCE(excluded.load1, 0) * excluded.samples) / (samples + excluded.samples),
+                 samples = samples + excluded.samples";
+            conn.execute(
+                &format!(
+                    "INSERT INTO host_rollups (host, resolution, bucket, samples, cpu, memory, disk_max, load1)
+                     SELECT host, 300, {}, COUNT(*), AVG(cpu), AVG(memory), MAX(disk_max), AVG(load1)
+                     FROM host_samples WHERE at < ?1 GROUP BY host, 3 {upsert}",
+                    bucket_sql("at", 300)
+                ),
+                [&raw_cut],
+            )?;
+            conn.execute("DELETE FROM host_samples WHERE at < ?1", [&raw_cut])?;
+            conn.execute(
+                &format!(
+                    "INSERT INTO host_rollups (host, resolution, bucket, samples, cpu, memory, disk_max, load1)
+                     SELECT host, 3600, {}, SUM(samples), SUM(cpu * samples) / SUM(samples),
+                            SUM(memory * samples) / SUM(samples), MAX(disk_max), SUM(load1 * samples) / SUM(samples)
+                     FROM host_rollups WHERE resolution = 300 AND bucket < ?1 GROUP BY host, 3 {upsert}",
+                    bucket_sql("bucket", 3600)
+                ),
+                [&five_cut],
+            )?;
+            conn.execute("DELETE FROM host_rollups WHERE resolution = 300 AND bucket < ?1", [&five_cut])?;
+            conn.execute("DELETE FROM host_rollups WHERE resolution = 3600 AND bucket < ?1", [&hour_cut])?;
+            Ok(())
+        })
+        .await
     }
 
     /// When a host was last sampled (the newest row).

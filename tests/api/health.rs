@@ -215,3 +215,48 @@ const DISK_RULES: &str = r#"{
   "diagnostics": { "allowed": ["df -h", "uptime", "cat /proc/stat", "cat /proc/meminfo", "cat /proc/loadavg",
                                "cat /proc/uptime", "df -P -k"] }
 }"#;
+
+#[tokio::test]
+async fn host_history_rolls_up_and_keeps_every_sample_counted() {
+    use chrono::{DurationRound, Utc};
+    let app = crate::helpers::TestApp::spawn().await;
+    let now = Utc::now().duration_trunc(chrono::Duration::minutes(10)).unwrap();
+    let n = 10 * 24 * 6;
+    app.store
+        .write(move |ctx| {
+            for k in 0..n {
+                let at = now - chrono::Duration::minutes(10 * k);
+                ctx.conn().execute(
+                    "INSERT INTO host_samples (host, at, reachable, cpu, memory, disk_max, load1, sample_json)
+                     VALUES ('web1', ?1, 1, 50.0, 40.0, ?2, 1.0, '{}')",
+                    rusqlite::params![medic::audit::format_time(at), if k == 500 { 99.0 } else { 60.0 }],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let config = medic::health::HealthConfig::default();
+    for _ in 0..2 {
+        // Twice: the second pass changes nothing.
+        app.store.roll_up_hosts(&config, now).await.unwrap();
+    }
+    let since = now - chrono::Duration::days(11);
+    let raw = app.store.host_history("web1".into(), since, 0).await.unwrap();
+    assert!(raw.len() <= 2 * 24 * 6 + 1, "raw kept 2 days: {}", raw.len());
+    let hourly = app.store.host_history("web1".into(), since, 3600).await.unwrap();
+    let counted: u64 = hourly.iter().map(|p| p.samples).sum();
+    assert_eq!(counted, n as u64, "every sample is in exactly one point");
+    assert!(hourly.iter().all(|p| (p.cpu_percent.unwrap() - 50.0).abs() < 1e-9), "averages survive the roll-up");
+    assert_eq!(
+        hourly.iter().filter(|p| p.disk_max_percent == Some(99.0)).count(),
+        1,
+        "a peak survives as the bucket's maximum"
+    );
+    let five = app.store.host_history("web1".into(), now - chrono::Duration::days(6), 300).await.unwrap();
+    assert!(five.iter().all(|p| p.samples >= 1 && p.samples <= 2), "5-minute points hold one or two 10-minute samples");
+    // Past the hourly retention nothing is left.
+    app.store.roll_up_hosts(&config, now + chrono::Duration::days(200)).await.unwrap();
+    assert!(app.store.host_history("web1".into(), since, 3600).await.unwrap().is_empty());
+    app.stop().await;
+}
