@@ -1,5 +1,5 @@
-//! Host health over the existing transport (no agent): CPU %, memory, swap, disks, load, uptime and, when
-//! the host has Docker, its containers, read with allow-listed read-only commands (the gate's
+//! Host health over the existing transport (no agent): CPU %, memory, swap, disks, load, uptime, error
+//! entries in the journal over the last hour and, when the host has Docker, its containers, read with allow-listed read-only commands (the gate's
 //! diagnostics, like evidence) and parsed here ([`parse`]).
 //!
 //! Input: the inventory's hosts, every `health.interval`. Output: one stored sample per host
@@ -31,7 +31,7 @@ use crate::store::Store;
 use crate::transport::Transports;
 
 /// The read-only commands a health sample runs (each must be in the gate's diagnostics for the host).
-pub const COMMANDS: [&str; 7] = [
+pub const COMMANDS: [&str; 8] = [
     "cat /proc/stat",
     "cat /proc/meminfo",
     "cat /proc/loadavg",
@@ -39,6 +39,7 @@ pub const COMMANDS: [&str; 7] = [
     "df -P -k",
     "docker ps -a --no-trunc --format json",
     "docker stats --no-stream --format json",
+    "journalctl -p err --since -1h --no-pager -q -o short-iso",
 ];
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
@@ -188,6 +189,8 @@ pub struct HostSample {
     pub uptime_seconds: Option<f64>,
     pub disks: Vec<parse::Mount>,
     pub containers: Vec<parse::Container>,
+    /// Error-priority journal entries in the last hour (None: no journal, or not allowed).
+    pub journal_errors_1h: Option<u64>,
 }
 
 impl HostSample {
@@ -393,6 +396,9 @@ pub async fn sample(
                 )
             })
             .unwrap_or_default(),
+        journal_errors_1h: out
+            .get("journalctl -p err --since -1h --no-pager -q -o short-iso")
+            .map(|t| parse::journal_errors(t)),
     };
     Some((sample, cpu_now))
 }

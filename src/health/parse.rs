@@ -116,6 +116,12 @@ pub fn df(text: &str) -> Vec<Mount> {
         .collect()
 }
 
+/// Entries in `journalctl -p err … -o short-iso` output (marker lines such as `-- Boot … --` and
+/// `-- No entries --` are not entries).
+pub fn journal_errors(text: &str) -> u64 {
+    text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("-- ")).count() as u64
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Container {
     pub name: String,
@@ -230,6 +236,12 @@ mod tests {
         assert_eq!(c[2].cpu_percent, None, "docker prints -- for a restarting container");
         assert_eq!(c[3].state, "exited");
         assert!(containers("not json\n{}", "").is_empty());
+    }
+
+    #[test]
+    fn journal_error_lines_are_counted_without_markers() {
+        assert_eq!(journal_errors(&fixture("journal_err.txt")), 4);
+        assert_eq!(journal_errors("-- No entries --\n"), 0);
     }
 
     #[test]

@@ -102,6 +102,8 @@ async fn host_health_is_read_over_ssh_and_thresholds_warn_and_open_an_incident()
     assert_eq!(browser.text("#host-web1 h2 .state").await, "critical");
     assert!(browser.source().await.contains("disk:/ is critical"));
     browser.screenshot("console-hosts-health.png").await;
+    browser.goto(&format!("{}/ui/", world.app.base)).await;
+    assert!(browser.text("#alerts").await.contains("disk:/ is critical"), "the overview lists active alerts");
 
     // The daily report, on request, through the real SMTP server: host trends with inline charts.
     let r = world.app.client.post(world.app.url("/api/v1/report")).bearer_auth(TOKEN).send().await.unwrap();

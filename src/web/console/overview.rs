@@ -27,6 +27,8 @@ struct OverviewPage {
     errors: Vec<(String, String, String)>,
     per_hour_svg: String,
     mttr_svg: String,
+    /// Active host alerts and probes down or slow: (level, text).
+    alerts: Vec<(String, String)>,
 }
 
 /// "1h 02m", "3m 10s", "12.3s".
@@ -52,6 +54,14 @@ pub async fn page(State(state): State<Arc<AppState>>, operator: Operator) -> Res
     let now = Utc::now();
     let hours: Vec<String> = (0..24).rev().map(|h| (now - Duration::hours(h)).format("%H:00").to_string()).collect();
     let redact = |t: &str| state.notifier.redact(t);
+    let mut alerts: Vec<(String, String)> =
+        state.health_alerts.active().into_iter().map(|a| (a.level, redact(&a.message))).collect();
+    for p in crate::web::probes::views(&state).await.unwrap_or_default() {
+        if p.state == "down" || p.state == "slow" {
+            let level = if p.state == "down" { "critical" } else { "warning" };
+            alerts.push((level.into(), redact(&format!("probe {} is {}: {}", p.name, p.state, p.last_detail.unwrap_or_default()))));
+        }
+    }
     let page = OverviewPage {
         open_total: o.open_by_state.iter().map(|(_, n)| n).sum(),
         waiting: layout.waiting,
@@ -75,6 +85,7 @@ pub async fn page(State(state): State<Arc<AppState>>, operator: Operator) -> Res
             .collect(),
         per_hour_svg: charts::bars("Incidents opened per hour, last 24 hours", &o.per_hour, &hours),
         mttr_svg: charts::line("Mean time to recovery per day, last 14 days", &o.mttr_per_day),
+        alerts,
     };
     render(&page)
 }
