@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real components the test suite runs against, from Debian's packages:
 # openssh-server (sshd on 127.0.0.1), nginx (a service to break and heal), sqlite3 (audit tamper test),
-# the linter for scripts/, chromium and chromium-driver (the confirm page is tested in a real headless
+# the linter for scripts/, openssl (a test CA for the HTTPS probe), chromium and chromium-driver (the confirm page is tested in a real headless
 # browser over WebDriver), and curl, python3 and Node.js for the real-model tests
 # (scripts/test-model.sh fetches the model itself). Services are not started by the install: the tests
 # start their own.
@@ -19,6 +19,10 @@ command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# A test CA and a short-lived server certificate for the HTTPS probe (certificate expiry).
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The disk scenario mounts a small tmpfs.
+command -v mount >/dev/null 2>&1 || need+=(mount)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
