@@ -19,6 +19,7 @@ fn nginx_port(control: &str) -> u16 {
 }
 
 fn probes(settings: &mut Settings, control: &str) {
+    crate::console::with_operator(settings);
     let port = nginx_port(control);
     let ssh_port = settings.inventory.hosts[0].port;
     let http = |name: &str, host: &str, path: &str| ProbeConfig {
@@ -136,6 +137,12 @@ async fn a_probe_sees_nginx_go_down_medic_heals_it_and_the_probe_sees_the_recove
         events.iter().any(|e| e.kind == "notice_recorded" && e.details.to_string().contains("slowpage SLOW")),
         "the SLOW warning was recorded"
     );
+    // The console's probes page.
+    let browser = crate::browser::Browser::start().await;
+    crate::console_browser::log_in(&browser, &world.app.base, "/ui/probes").await;
+    assert_eq!(browser.text("#probe-web td:nth-child(2)").await, "up");
+    assert!(browser.source().await.contains("uptime per hour"), "the uptime bars are drawn");
+    browser.screenshot("console-probes.png").await;
     world.app.stop().await;
 }
 

@@ -59,7 +59,10 @@ pub async fn page(State(state): State<Arc<AppState>>, operator: Operator) -> Res
     for p in crate::web::probes::views(&state).await.unwrap_or_default() {
         if p.state == "down" || p.state == "slow" {
             let level = if p.state == "down" { "critical" } else { "warning" };
-            alerts.push((level.into(), redact(&format!("probe {} is {}: {}", p.name, p.state, p.last_detail.unwrap_or_default()))));
+            alerts.push((
+                level.into(),
+                redact(&format!("probe {} is {}: {}", p.name, p.state, p.last_detail.unwrap_or_default())),
+            ));
         }
     }
     let page = OverviewPage {
