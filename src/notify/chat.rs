@@ -115,6 +115,7 @@ pub fn payload(
         }
         ChannelKind::Webhook => json!({
             "event": event.as_str(),
+            "type": event.orchestrator_name(),
             "title": title,
             "incident_id": incident.id,
             "service_name": incident.service_name,

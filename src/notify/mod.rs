@@ -12,6 +12,7 @@ pub mod email;
 pub mod outbox;
 pub mod quote;
 pub mod seal;
+pub mod signature;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +56,20 @@ impl NotifyEvent {
             NotifyEvent::Escalation => "escalation",
             NotifyEvent::Confirmation => "confirmation",
             NotifyEvent::Digest => "digest",
+        }
+    }
+
+    /// The event's name for orchestrators (the signed webhook's `type` and `X-Medic-Event`).
+    pub fn orchestrator_name(self) -> &'static str {
+        match self {
+            NotifyEvent::Alert => "incident.opened",
+            NotifyEvent::Warning => "notice.warning",
+            NotifyEvent::Recovery => "incident.resolved",
+            NotifyEvent::AutoFixed => "incident.fixed",
+            NotifyEvent::NeedsApproval => "incident.needs_approval",
+            NotifyEvent::Escalation => "incident.escalated",
+            NotifyEvent::Confirmation => "incident.decided",
+            NotifyEvent::Digest => "report.daily",
         }
     }
 }
@@ -136,6 +151,9 @@ pub struct ChannelConfig {
     pub api_url: String,
     #[serde(default = "all_events")]
     pub events: Vec<NotifyEvent>,
+    /// Webhook: sign every delivery with this secret (HMAC-SHA256; see `notify::signature`).
+    #[serde(default, with = "empty_none")]
+    pub secret: Option<Secret>,
 }
 
 fn telegram_api() -> String {

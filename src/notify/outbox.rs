@@ -221,10 +221,20 @@ impl OutboxSender {
             .find(|c| c.name == row.destination)
             .ok_or_else(|| format!("channel {:?} is no longer configured", row.destination))?;
         let url = super::chat::endpoint(channel).ok_or("channel has no endpoint")?;
-        let response = self
-            .http
-            .post(&url)
-            .header("content-type", "application/json")
+        let mut request = self.http.post(&url).header("content-type", "application/json");
+        if let Some(secret) = &channel.secret {
+            // Signed at each attempt: the timestamp is the sending time, the delivery id the row's.
+            let (now, delivery) = (chrono::Utc::now().timestamp(), row.id.to_string());
+            let event = serde_json::from_value::<super::NotifyEvent>(serde_json::Value::String(row.event.clone()))
+                .map(|e| e.orchestrator_name())
+                .unwrap_or("other");
+            request = request
+                .header("x-medic-timestamp", now.to_string())
+                .header("x-medic-delivery", &delivery)
+                .header("x-medic-event", event)
+                .header("x-medic-signature", super::signature::sign(secret.expose(), now, &delivery, &row.body));
+        }
+        let response = request
             .body(row.body.clone())
             .send()
             .await

@@ -42,6 +42,7 @@ fn channels(base: &str) -> Vec<ChannelConfig> {
         chat_id: String::new(),
         api_url: "https://api.telegram.org".into(),
         events: vec![NotifyEvent::Alert, NotifyEvent::Escalation, NotifyEvent::Recovery, NotifyEvent::Digest],
+        secret: None,
     };
     vec![
         channel("discord", ChannelKind::Discord, Some(format!("{base}/discord/hook"))),
@@ -237,4 +238,73 @@ async fn check_incident_page(app: &TestApp, link: &str, id: &str) {
     assert_eq!(r.status(), 410);
     let fresh = links.query_at(id.parse().unwrap(), chrono::Utc::now());
     assert_eq!(app.client.get(format!("{base}?{fresh}")).send().await.unwrap().status(), 200, "the key is the one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orchestrator_events_are_signed_and_a_replay_or_a_changed_body_is_detected() {
+    use medic::notify::signature::{ReplayGuard, SignatureError, verify};
+    type Received = Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>;
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    let app = Router::new().fallback(post(move |headers: axum::http::HeaderMap, body: Bytes| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().push((headers, String::from_utf8_lossy(&body).into_owned()));
+            "ok"
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let secret = "orchestrator-secret-123";
+    let medic = TestApp::spawn_with(|s| {
+        s.notify.channels = vec![ChannelConfig {
+            name: "n8n".into(),
+            kind: ChannelKind::Webhook,
+            url: Some(Secret::new(format!("{base}/webhook/medic"))),
+            bot_token: None,
+            chat_id: String::new(),
+            api_url: String::new(),
+            events: vec![NotifyEvent::Alert],
+            secret: Some(Secret::new(secret)),
+        }];
+    })
+    .await;
+    let r = medic
+        .client
+        .post(medic.url("/api/v1/incidents"))
+        .bearer_auth(crate::helpers::TOKEN)
+        .json(&serde_json::json!({"service_name": "nginx", "error_logs": "502"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (headers, body) = loop {
+        if let Some(first) = received.lock().unwrap().first().cloned() {
+            break first;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no signed delivery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let h = |name: &str| headers.get(name).unwrap_or_else(|| panic!("{name} header")).to_str().unwrap().to_string();
+    let (ts, delivery, signature) =
+        (h("x-medic-timestamp").parse::<i64>().unwrap(), h("x-medic-delivery"), h("x-medic-signature"));
+    assert_eq!(h("x-medic-event"), "incident.opened");
+    let event: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["type"], "incident.opened");
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(verify(secret, ts, &delivery, &body, &signature, now, 300), Ok(()), "the receiver accepts it");
+    let tampered = body.replace("nginx", "mysql");
+    assert_eq!(verify(secret, ts, &delivery, &tampered, &signature, now, 300), Err(SignatureError::Bad));
+    assert_eq!(verify("a-guess", ts, &delivery, &body, &signature, now, 300), Err(SignatureError::Bad));
+    assert!(matches!(verify(secret, ts, &delivery, &body, &signature, now + 3600, 300), Err(SignatureError::Stale(_))));
+    let mut guard = ReplayGuard::default();
+    assert!(guard.check(&delivery, now, 300).is_ok());
+    assert_eq!(
+        guard.check(&delivery, now + 5, 300),
+        Err(SignatureError::Replayed(delivery.clone())),
+        "a replay is detected"
+    );
+    medic.stop().await;
 }
