@@ -174,6 +174,7 @@ impl Application {
             settings.pipeline.reprobe_interval,
             shutdown.clone(),
         )));
+        let orchestrated = pipeline.clone();
         let (runner, runner_handle) =
             Runner::start(pipeline, store.clone(), settings.pipeline.max_concurrent, shutdown.clone());
 
@@ -197,7 +198,12 @@ impl Application {
             shutdown.clone(),
         )));
 
-        let intake = crate::pipeline::intake::Intake::new(store.clone(), runner.clone(), notifier.clone());
+        let intake = crate::pipeline::intake::Intake::new(
+            store.clone(),
+            runner.clone(),
+            notifier.clone(),
+            settings.pipeline.external_sources.clone(),
+        );
         let health_alerts = crate::health::Alerts::default();
         if settings.health.enabled && !inventory.is_empty() {
             let watcher = crate::health::Watcher {
@@ -225,6 +231,7 @@ impl Application {
         let state = Arc::new(AppState {
             store: store.clone(),
             intake: intake.clone(),
+            pipeline: orchestrated,
             runner,
             auth,
             gate,

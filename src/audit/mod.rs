@@ -160,6 +160,11 @@ pub enum AuditRecord {
         ip: String,
         user_agent: String,
     },
+    /// A stage call from an orchestrator (the stage API): what it asked and what medic did.
+    OrchestratorCall {
+        stage: String,
+        detail: String,
+    },
     /// Something an operator did in the console: log out, revoke a session, demote or delete a memory
     /// entry, import a runbook, try a command at the gate, switch dry-run, run a host check.
     OperatorAction {

@@ -16,6 +16,8 @@ pub struct Intake {
     store: Store,
     runner: Runner,
     notifier: Arc<Notifier>,
+    /// Sources whose incidents wait for an orchestrator.
+    external: Vec<crate::domain::Source>,
 }
 
 fn key_of(alert: &Alert) -> Option<MonitorKey> {
@@ -26,8 +28,17 @@ fn key_of(alert: &Alert) -> Option<MonitorKey> {
 }
 
 impl Intake {
-    pub fn new(store: Store, runner: Runner, notifier: Arc<Notifier>) -> Self {
-        Self { store, runner, notifier }
+    pub fn new(store: Store, runner: Runner, notifier: Arc<Notifier>, external: Vec<crate::domain::Source>) -> Self {
+        Self { store, runner, notifier, external }
+    }
+
+    /// Why a new incident from `alert` waits instead of going to the runner.
+    fn parking(&self) -> impl Fn(&Alert) -> Option<String> + Send + 'static {
+        let external = self.external.clone();
+        move |alert| match alert {
+            Alert::Status(s) if external.contains(&s.key.source) => Some(super::orchestrated::WAITING.to_string()),
+            _ => None,
+        }
     }
 
     /// Stores one alert (answer only after the commit) and starts what follows from it.
@@ -37,7 +48,7 @@ impl Intake {
             Alert::Notice(n) => Some(n.clone()),
             Alert::Status(_) => None,
         };
-        let outcome = self.store.ingest(alert, body).await?;
+        let outcome = self.store.ingest_all_parking(vec![(alert, body)], self.parking()).await?.remove(0);
         self.after(&outcome, key).await;
         if let Some(notice) = notice {
             self.forward_notice(&notice).await;
@@ -48,7 +59,7 @@ impl Intake {
     /// Stores every alert of one delivery in one transaction, or none.
     pub async fn accept_all(&self, alerts: Vec<(Alert, String)>) -> Result<Vec<IngestOutcome>, StoreError> {
         let keys: Vec<Option<MonitorKey>> = alerts.iter().map(|(a, _)| key_of(a)).collect();
-        let outcomes = self.store.ingest_all(alerts).await?;
+        let outcomes = self.store.ingest_all_parking(alerts, self.parking()).await?;
         for (outcome, key) in outcomes.iter().zip(keys) {
             self.after(outcome, key).await;
         }

@@ -21,6 +21,7 @@ mod decide;
 mod escalation;
 pub mod intake;
 pub mod lifecycle;
+pub mod orchestrated;
 pub mod reprobe;
 pub mod runner;
 mod steps;
@@ -65,6 +66,9 @@ pub struct PipelineConfig {
     /// check); one found healthy is closed. 0: never.
     #[serde(with = "humantime_serde")]
     pub reprobe_interval: Duration,
+    /// Sources whose incidents an orchestrator drives through the stage API (e.g. ["api"]): they are
+    /// stored waiting for it, and medic's runner leaves them alone.
+    pub external_sources: Vec<crate::domain::Source>,
 }
 
 impl Default for PipelineConfig {
@@ -74,6 +78,7 @@ impl Default for PipelineConfig {
             max_transient_retries: 3,
             retry_backoff: Duration::from_millis(500),
             reprobe_interval: Duration::from_secs(300),
+            external_sources: Vec::new(),
         }
     }
 }

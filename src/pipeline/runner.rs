@@ -36,6 +36,20 @@ pub struct Runner {
     wake: Arc<Notify>,
     nudged: Arc<Mutex<HashSet<IncidentId>>>,
     alive: Arc<AtomicBool>,
+    /// Incidents a stage call (the orchestrator's) is working on: never claimed meanwhile.
+    held: Arc<Mutex<HashSet<IncidentId>>>,
+}
+
+/// While alive, the runner does not claim the incident (see [`Runner::hold`]).
+pub struct Hold {
+    id: IncidentId,
+    held: Arc<Mutex<HashSet<IncidentId>>>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.held.lock().expect("runner lock").remove(&self.id);
+    }
 }
 
 impl Runner {
@@ -50,9 +64,16 @@ impl Runner {
             wake: Arc::new(Notify::new()),
             nudged: Arc::new(Mutex::new(HashSet::new())),
             alive: Arc::new(AtomicBool::new(true)),
+            held: Arc::new(Mutex::new(HashSet::new())),
         };
         let handle = tokio::spawn(dispatch(pipeline, store, max_concurrent.max(1), shutdown, runner.clone()));
         (runner, handle)
+    }
+
+    /// Keeps the runner off `id` until the returned guard is dropped (a stage call drives it meanwhile).
+    /// None when the runner is driving it already.
+    pub fn hold(&self, id: IncidentId) -> Option<Hold> {
+        self.held.lock().expect("runner lock").insert(id).then(|| Hold { id, held: self.held.clone() })
     }
 
     /// Asks for a pass over `id` (new, approved, re-opened): the runner claims it from the store.
@@ -96,9 +117,10 @@ async fn dispatch(
             match store.next_runnable(limit).await {
                 Ok(candidates) => {
                     store_failing = false;
+                    let held = runner.held.lock().expect("runner lock").clone();
                     let claimed: Vec<IncidentId> = candidates
                         .into_iter()
-                        .filter(|id| !running.contains(id) && !paused.contains_key(id))
+                        .filter(|id| !running.contains(id) && !paused.contains_key(id) && !held.contains(id))
                         .take(free)
                         .collect();
                     for id in claimed {

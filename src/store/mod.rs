@@ -14,6 +14,7 @@
 
 mod error;
 pub mod health;
+pub mod idempotency;
 mod model;
 pub mod probes;
 pub mod reports;
@@ -231,6 +232,30 @@ impl Store {
     /// Records one inbound alert; opens, joins or closes the monitor's incident. Returns once durable.
     pub async fn ingest(&self, alert: Alert, body: String) -> Result<IngestOutcome, StoreError> {
         self.write(move |ctx| ctx.apply_alert(&alert, &body)).await
+    }
+
+    /// [`Store::ingest_all`], parking in the same transaction every incident an alert opens when `park`
+    /// names a reason for it (incidents an orchestrator drives: the runner never sees them unparked).
+    pub async fn ingest_all_parking(
+        &self,
+        alerts: Vec<(Alert, String)>,
+        park: impl Fn(&Alert) -> Option<String> + Send + 'static,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        self.write(move |ctx| {
+            alerts
+                .iter()
+                .map(|(alert, body)| {
+                    let outcome = ctx.apply_alert(alert, body)?;
+                    if let (IngestAction::Opened, Some(id), Some(reason)) =
+                        (outcome.action, outcome.incident_id, park(alert))
+                    {
+                        ctx.park(id, &reason)?;
+                    }
+                    Ok(outcome)
+                })
+                .collect()
+        })
+        .await
     }
 
     /// Stores several alerts (one Alertmanager notification) in one transaction: all of them, or none.

@@ -62,6 +62,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA)?;
     conn.execute_batch(super::probes::SCHEMA)?;
     conn.execute_batch(super::health::SCHEMA)?;
+    conn.execute_batch(super::idempotency::SCHEMA)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod probes;
 pub mod security;
 pub mod serve;
+pub mod stages;
 
 use std::sync::Arc;
 
@@ -33,6 +34,8 @@ pub use error::AppError;
 pub struct AppState {
     pub store: Store,
     pub runner: Runner,
+    /// The pipeline itself, for the orchestrator's stage calls.
+    pub pipeline: std::sync::Arc<crate::pipeline::Pipeline>,
     pub intake: crate::pipeline::intake::Intake,
     pub auth: ApiAuth,
     pub gate: crate::gate::Gate,
@@ -69,6 +72,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/hooks/alertmanager", post(hooks::alertmanager))
         .route("/api/v1/incidents", post(api::create_incident).get(api::list_incidents))
         .route("/api/v1/incidents/{id}", get(api::show_incident))
+        .route("/api/v1/incidents/{id}/gate", post(stages::gate))
+        .route("/api/v1/incidents/{id}/execute", post(stages::execute))
         .route("/api/v1/probes", get(probes::list))
         .route("/api/v1/hosts", get(hosts::list))
         .route("/api/v1/hosts/{name}", get(hosts::show))

@@ -67,6 +67,8 @@ pub struct ErrorBody {
         super::hosts::show,
         super::hosts::alerts,
         super::probes::send_report,
+        super::stages::gate,
+        super::stages::execute,
     ),
     components(schemas(IngestAnswer, AlertmanagerAnswer, AlertAnswer, GateVerdict, ErrorBody)),
     modifiers(&BearerToken)

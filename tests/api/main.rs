@@ -29,5 +29,6 @@ mod real_model;
 mod scripts;
 mod smtp;
 mod sshd;
+mod stages;
 mod transport;
 mod world;

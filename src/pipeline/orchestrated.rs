@@ -1,0 +1,118 @@
+//! Stages driven by an orchestrator (n8n) for incidents of `pipeline.external_sources`: such an
+//! incident is stored parked ("waiting for the orchestrator") and the runner leaves it alone until a
+//! stage call moves it. The calls keep every safety property of medic's own path: a command is judged
+//! by the gate with automatic authority, must stay in the incident's scope and pass the action policy,
+//! runs as the gate's canonical argv, and is verified by the runner like any fix; anything else is
+//! refused with the reason and nothing runs. Every call is audited as coming from the orchestrator.
+
+use crate::audit::AuditRecord;
+use crate::domain::{Actor, IncidentId, IncidentState, Transition};
+use crate::gate::{Authority, Verdict};
+
+use super::{Pipeline, PipelineError};
+
+/// The parked reason of an incident that waits for its orchestrator.
+pub const WAITING: &str = "waiting for the orchestrator (pipeline.external_sources)";
+
+/// What an orchestrator's `execute` call got.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct StageOutcome {
+    /// running (the fix runs and the runner verifies it) | refused
+    pub outcome: String,
+    pub verdict: String,
+    pub reason: String,
+    /// What runs: the gate's canonical argv (empty when refused).
+    pub argv: Vec<String>,
+    pub state: String,
+}
+
+impl Pipeline {
+    async fn audit_stage(&self, id: IncidentId, stage: &str, detail: String) -> Result<(), PipelineError> {
+        let record = AuditRecord::OrchestratorCall { stage: stage.into(), detail };
+        self.store.write(move |ctx| ctx.audit(Some(id), Actor::Human, record)).await?;
+        Ok(())
+    }
+
+    /// The gate's verdict on `command` for this incident's host; never executes.
+    pub async fn orchestrator_gate(&self, id: IncidentId, command: &str) -> Result<Option<Verdict>, PipelineError> {
+        let Some(incident) = self.store.incident(id).await? else { return Ok(None) };
+        let host = self.target(&incident).map(|t| t.host.name.clone()).or(incident.host.clone());
+        let verdict = self.stages.gate.check(command, host.as_deref(), Authority::Automatic);
+        self.record_verdict(id, command, &verdict).await?;
+        self.audit_stage(id, "gate", format!("{command}: {}", verdict.kind())).await?;
+        Ok(Some(verdict))
+    }
+
+    /// Runs `command` for the incident if medic itself would: gate (automatic), scope, policy.
+    pub async fn orchestrator_execute(
+        &self,
+        id: IncidentId,
+        command: &str,
+    ) -> Result<Option<StageOutcome>, PipelineError> {
+        let Some(incident) = self.store.incident(id).await? else { return Ok(None) };
+        let refused = |verdict: &str, reason: String, state: IncidentState| StageOutcome {
+            outcome: "refused".into(),
+            verdict: verdict.into(),
+            reason,
+            argv: Vec::new(),
+            state: state.to_string(),
+        };
+        if incident.state != IncidentState::Open || incident.parked_reason.as_deref() != Some(WAITING) {
+            let why = format!("the incident is {} and not waiting for the orchestrator", incident.state);
+            self.audit_stage(id, "execute", format!("{command}: refused: {why}")).await?;
+            return Ok(Some(refused("none", why, incident.state)));
+        }
+        let Some(target) = self.target(&incident) else {
+            let why = "no inventory host maps this incident".to_string();
+            self.audit_stage(id, "execute", format!("{command}: refused: {why}")).await?;
+            return Ok(Some(refused("none", why, incident.state)));
+        };
+        let verdict = self.stages.gate.check(command, Some(&target.host.name), Authority::Automatic);
+        self.record_verdict(id, command, &verdict).await?;
+        let cmd = match verdict {
+            Verdict::Allow(cmd) => cmd,
+            other => {
+                let why = match &other {
+                    Verdict::NeedsApproval(_) => "the allow-list puts this command behind a human: use escalate".into(),
+                    _ => other.reason(),
+                };
+                self.audit_stage(id, "execute", format!("{command}: refused by the gate: {why}")).await?;
+                return Ok(Some(refused(other.kind(), why, incident.state)));
+            }
+        };
+        if let Some(why) = crate::gate::out_of_scope(cmd.bindings(), &target.service, target.container.as_deref()) {
+            self.audit_stage(id, "execute", format!("{command}: refused: {why}")).await?;
+            return Ok(Some(refused("allow", why, incident.state)));
+        }
+        if let Some(why) = self.policy_refuses(&incident, &target, &cmd).await? {
+            self.audit_stage(id, "execute", format!("{command}: refused by the policy: {why}")).await?;
+            return Ok(Some(refused("allow", why, incident.state)));
+        }
+        // Through the states medic's own path takes, so every later step is the usual one.
+        let argv = cmd.argv().to_vec();
+        self.store
+            .write(move |ctx| {
+                let t1 = Transition::new(IncidentState::Open, IncidentState::Collecting, "orchestrator: collect")?;
+                ctx.transition(id, &t1, Actor::Human)?;
+                let t2 =
+                    Transition::new(IncidentState::Collecting, IncidentState::Diagnosing, "orchestrator: diagnosed")?;
+                ctx.transition(id, &t2, Actor::Human)
+            })
+            .await?;
+        self.audit_stage(id, "execute", format!("{command}: running `{}`", argv.join(" "))).await?;
+        let incident = self
+            .store
+            .incident(id)
+            .await?
+            .ok_or_else(|| PipelineError::bug("orchestrator", "the incident disappeared"))?;
+        self.run_fix(&incident, &target, cmd, "orchestrator", "the orchestrator's command", None, None).await?;
+        let state = self.store.incident(id).await?.map(|i| i.state.to_string()).unwrap_or_default();
+        Ok(Some(StageOutcome {
+            outcome: "running".into(),
+            verdict: "allow".into(),
+            reason: String::new(),
+            argv,
+            state,
+        }))
+    }
+}
