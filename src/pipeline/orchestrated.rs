@@ -26,7 +26,72 @@ pub struct StageOutcome {
     pub state: String,
 }
 
+/// Whether an incident is one its orchestrator may drive now.
+fn waiting(incident: &crate::store::IncidentRecord) -> bool {
+    incident.state == IncidentState::Open && incident.parked_reason.as_deref() == Some(WAITING)
+}
+
 impl Pipeline {
+    /// Collects the evidence (read-only, through the gate's diagnostics, redacted) and keeps it on the
+    /// incident, which goes on waiting. Err(reason) when the incident does not wait or maps to no host.
+    pub async fn orchestrator_collect(
+        &self,
+        id: IncidentId,
+    ) -> Result<Option<Result<Vec<crate::domain::EvidenceItem>, String>>, PipelineError> {
+        let Some(incident) = self.store.incident(id).await? else { return Ok(None) };
+        if !waiting(&incident) {
+            return Ok(Some(Err(format!("the incident is {} and not waiting for the orchestrator", incident.state))));
+        }
+        let Some(target) = self.target(&incident) else {
+            return Ok(Some(Err("no inventory host maps this incident".into())));
+        };
+        let transport = self.stages.transports.for_host(&target.host);
+        let evidence = self.stages.collector.collect(&target, transport.as_ref()).await;
+        let stored = evidence.clone();
+        self.store
+            .write(move |ctx| {
+                for item in &stored {
+                    ctx.timeline(
+                        id,
+                        "evidence",
+                        &format!("$ {} (orchestrator)", item.command),
+                        serde_json::to_value(item)?,
+                    )?;
+                }
+                ctx.update_details(id, |d| d.evidence = stored)
+            })
+            .await?;
+        self.audit_stage(id, "collect", format!("{} commands over {}", evidence.len(), transport.describe())).await?;
+        Ok(Some(Ok(evidence)))
+    }
+
+    /// Hands the incident to medic's escalation: level 2 (when configured) and the approval email, as
+    /// medic does itself. The runner takes it from here.
+    pub async fn orchestrator_escalate(
+        &self,
+        id: IncidentId,
+        reason: &str,
+    ) -> Result<Option<Result<String, String>>, PipelineError> {
+        let Some(incident) = self.store.incident(id).await? else { return Ok(None) };
+        if !waiting(&incident) {
+            return Ok(Some(Err(format!("the incident is {} and not waiting for the orchestrator", incident.state))));
+        }
+        let why = format!("orchestrator: {}", if reason.trim().is_empty() { "escalated" } else { reason.trim() });
+        let detail = why.clone();
+        self.store
+            .write(move |ctx| {
+                ctx.update_details(id, |d| d.escalation_reason = Some(detail.clone()))?;
+                ctx.transition(
+                    id,
+                    &Transition::new(IncidentState::Open, IncidentState::Escalated, detail)?,
+                    Actor::Human,
+                )
+            })
+            .await?;
+        self.audit_stage(id, "escalate", why).await?;
+        Ok(Some(Ok(IncidentState::Escalated.to_string())))
+    }
+
     async fn audit_stage(&self, id: IncidentId, stage: &str, detail: String) -> Result<(), PipelineError> {
         let record = AuditRecord::OrchestratorCall { stage: stage.into(), detail };
         self.store.write(move |ctx| ctx.audit(Some(id), Actor::Human, record)).await?;
@@ -57,7 +122,7 @@ impl Pipeline {
             argv: Vec::new(),
             state: state.to_string(),
         };
-        if incident.state != IncidentState::Open || incident.parked_reason.as_deref() != Some(WAITING) {
+        if !waiting(&incident) {
             let why = format!("the incident is {} and not waiting for the orchestrator", incident.state);
             self.audit_stage(id, "execute", format!("{command}: refused: {why}")).await?;
             return Ok(Some(refused("none", why, incident.state)));

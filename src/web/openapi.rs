@@ -69,6 +69,8 @@ pub struct ErrorBody {
         super::probes::send_report,
         super::stages::gate,
         super::stages::execute,
+        super::stages::collect,
+        super::stages::escalate,
     ),
     components(schemas(IngestAnswer, AlertmanagerAnswer, AlertAnswer, GateVerdict, ErrorBody)),
     modifiers(&BearerToken)

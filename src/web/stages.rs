@@ -1,6 +1,6 @@
-//! The stage API for orchestrators: `POST /api/v1/incidents/{id}/gate` (a verdict, never executes) and
-//! `POST /api/v1/incidents/{id}/execute` (runs only what medic itself would run: gate, scope, policy;
-//! then the runner verifies). Both take `Idempotency-Key`: a retried call gets the first answer and acts
+//! The stage API for orchestrators: `POST /api/v1/incidents/{id}/collect` (read-only evidence),
+//! `…/gate` (a verdict, never executes), `…/execute` (runs only what medic itself would run: gate, scope,
+//! policy; then the runner verifies) and `…/escalate` (level 2 and the approval email, as medic does). Both take `Idempotency-Key`: a retried call gets the first answer and acts
 //! once. Incidents of `pipeline.external_sources` wait for these calls; see
 //! [`crate::pipeline::orchestrated`].
 
@@ -119,6 +119,68 @@ pub async fn execute(
             StatusCode::CONFLICT
         };
         Ok((status, serde_json::to_value(&outcome).unwrap_or(Value::Null)))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EscalateRequest {
+    #[serde(default)]
+    reason: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/collect", tag = "stages",
+    description = "Collects read-only evidence (the gate's diagnostics, redacted) for an incident waiting for its orchestrator and keeps it on the incident. Idempotency-Key supported.",
+    params(("id" = String, Path, description = "incident id")),
+    responses((status = 200, body = Object), (status = "4XX", body = super::openapi::ErrorBody)))]
+pub async fn collect(
+    State(state): State<Arc<AppState>>,
+    _auth: Authorized,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let id = incident_id(&id)?;
+    once(&state, &headers, format!("collect:{id}"), || async {
+        let hold = state.runner.hold(id).ok_or_else(|| AppError::Conflict(format!("incident {id} is busy")))?;
+        let result = state.pipeline.orchestrator_collect(id).await.map_err(|e| AppError::Internal(e.into()))?;
+        drop(hold);
+        match result {
+            None => Err(AppError::NotFound(format!("no incident {id}"))),
+            Some(Err(why)) => Err(AppError::Conflict(why)),
+            Some(Ok(evidence)) => Ok((StatusCode::OK, serde_json::json!({"incident_id": id, "evidence": evidence}))),
+        }
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/escalate", tag = "stages",
+    description = "Hands an incident waiting for its orchestrator to medic's escalation: level 2 when configured, then the approval email. Idempotency-Key supported.",
+    params(("id" = String, Path, description = "incident id")),
+    request_body = EscalateRequest,
+    responses((status = 202, body = Object), (status = "4XX", body = super::openapi::ErrorBody)))]
+pub async fn escalate(
+    State(state): State<Arc<AppState>>,
+    _auth: Authorized,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<EscalateRequest>, JsonRejection>,
+) -> Result<Response, AppError> {
+    let id = incident_id(&id)?;
+    let reason = body.map(|Json(b)| b.reason).unwrap_or_default();
+    once(&state, &headers, format!("escalate:{id}"), || async {
+        let result =
+            state.pipeline.orchestrator_escalate(id, &reason).await.map_err(|e| AppError::Internal(e.into()))?;
+        match result {
+            None => Err(AppError::NotFound(format!("no incident {id}"))),
+            Some(Err(why)) => Err(AppError::Conflict(why)),
+            Some(Ok(new_state)) => {
+                if let Ok(Some(incident)) = state.store.incident(id).await {
+                    state.runner.enqueue(id, incident.key);
+                }
+                Ok((StatusCode::ACCEPTED, serde_json::json!({"incident_id": id, "state": new_state})))
+            }
+        }
     })
     .await
 }
