@@ -190,7 +190,7 @@ impl Pipeline {
     /// (`systemctl restart nginx` on a host without systemd), the first allowed in-scope command that
     /// restarts or starts the stopped service or container (restart preferred), if there is one. The
     /// disk cleanup (under a veto) is left as it is.
-    fn allowed_variant(
+    pub(super) fn allowed_variant(
         &self,
         incident: &IncidentRecord,
         target: &Target,
@@ -225,7 +225,11 @@ impl Pipeline {
     }
 
     /// The checks' result on the timeline, on the incident and in the audit log.
-    async fn record_checks(&self, id: crate::domain::IncidentId, assessment: &Assessment) -> Result<(), PipelineError> {
+    pub(super) async fn record_checks(
+        &self,
+        id: crate::domain::IncidentId,
+        assessment: &Assessment,
+    ) -> Result<(), PipelineError> {
         let (stored, summary) = (assessment.clone(), assessment.summary());
         let veto = assessment.veto().map(|f| f.summary.clone());
         self.store
@@ -267,7 +271,7 @@ impl Pipeline {
     }
 
     /// A validated fix from memory close enough to use without a model.
-    async fn memory_proposal(&self, incident: &IncidentRecord) -> Vec<(Diagnosis, Option<uuid::Uuid>)> {
+    pub(super) async fn memory_proposal(&self, incident: &IncidentRecord) -> Vec<(Diagnosis, Option<uuid::Uuid>)> {
         let Some(memory) = &self.stages.memory else { return Vec::new() };
         let config = self.stages.diagnoser.config();
         let filter = SearchFilter { service: Some(incident.service_name.clone()), include_negatives: false };

@@ -6,7 +6,7 @@
 //! refused with the reason and nothing runs. Every call is audited as coming from the orchestrator.
 
 use crate::audit::AuditRecord;
-use crate::domain::{Actor, IncidentId, IncidentState, Transition};
+use crate::domain::{Actor, Diagnosis, IncidentId, IncidentState, Transition};
 use crate::gate::{Authority, Verdict};
 
 use super::{Pipeline, PipelineError};
@@ -90,6 +90,61 @@ impl Pipeline {
             .await?;
         self.audit_stage(id, "escalate", why).await?;
         Ok(Some(Ok(IncidentState::Escalated.to_string())))
+    }
+
+    /// Level 0, read-only: medic's evidence checks on the collected evidence, then the proposals of
+    /// memory, the runbook and the checks, each with the gate's verdict for this host. Nothing runs;
+    /// the orchestrator picks one and calls `execute`, which judges it again.
+    pub async fn orchestrator_diagnose(
+        &self,
+        id: IncidentId,
+    ) -> Result<Option<Result<serde_json::Value, String>>, PipelineError> {
+        let Some(incident) = self.store.incident(id).await? else { return Ok(None) };
+        if !waiting(&incident) {
+            return Ok(Some(Err(format!("the incident is {} and not waiting for the orchestrator", incident.state))));
+        }
+        let Some(target) = self.target(&incident) else {
+            return Ok(Some(Err("no inventory host maps this incident".into())));
+        };
+        if incident.details.evidence.is_empty() {
+            return Ok(Some(Err("no evidence yet: call collect first".into())));
+        }
+        let assessment = crate::diagnose::checks::assess(
+            &incident.details.evidence,
+            &incident.error_logs,
+            &target.service,
+            target.container.as_deref(),
+        );
+        self.record_checks(id, &assessment).await?;
+        let mut proposals: Vec<Diagnosis> = self.memory_proposal(&incident).await.into_iter().map(|(d, _)| d).collect();
+        let text =
+            format!("{}\n{}", incident.error_logs, crate::domain::evidence::render(&incident.details.evidence, 50_000));
+        if let Some(d) =
+            self.stages.diagnoser.runbook().matches(&text, &incident.service_name, target.container.as_deref())
+        {
+            proposals.push(d);
+        }
+        if let Some(fix) = assessment.known_fix(&target.service, target.container.as_deref()) {
+            proposals.push(self.allowed_variant(&incident, &target, &assessment, fix));
+        }
+        let proposals: Vec<serde_json::Value> = proposals
+            .into_iter()
+            .map(|p| {
+                let command = p.action_command.clone().unwrap_or_default();
+                let verdict = self.stages.gate.check(&command, Some(&target.host.name), Authority::Automatic);
+                serde_json::json!({"level": p.level, "cause": p.cause, "command": command, "rationale": p.rationale,
+                    "verdict": verdict.to_json()})
+            })
+            .collect();
+        self.audit_stage(id, "diagnose", format!("level 0: {} proposals; {}", proposals.len(), assessment.summary()))
+            .await?;
+        Ok(Some(Ok(serde_json::json!({
+            "incident_id": id,
+            "level": 0,
+            "checks": assessment,
+            "veto": assessment.veto().map(|f| f.summary.clone()),
+            "proposals": proposals,
+        }))))
     }
 
     async fn audit_stage(&self, id: IncidentId, stage: &str, detail: String) -> Result<(), PipelineError> {

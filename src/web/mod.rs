@@ -73,6 +73,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/incidents", post(api::create_incident).get(api::list_incidents))
         .route("/api/v1/incidents/{id}", get(api::show_incident))
         .route("/api/v1/incidents/{id}/collect", post(stages::collect))
+        .route("/api/v1/incidents/{id}/diagnose", post(stages::diagnose))
         .route("/api/v1/incidents/{id}/gate", post(stages::gate))
         .route("/api/v1/incidents/{id}/escalate", post(stages::escalate))
         .route("/api/v1/incidents/{id}/execute", post(stages::execute))

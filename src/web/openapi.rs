@@ -71,6 +71,7 @@ pub struct ErrorBody {
         super::stages::execute,
         super::stages::collect,
         super::stages::escalate,
+        super::stages::diagnose,
     ),
     components(schemas(IngestAnswer, AlertmanagerAnswer, AlertAnswer, GateVerdict, ErrorBody)),
     modifiers(&BearerToken)

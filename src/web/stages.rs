@@ -184,3 +184,41 @@ pub async fn escalate(
     })
     .await
 }
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiagnoseRequest {
+    /// 0: medic's evidence checks, memory, runbook (no model). Levels 1 and 2 are not offered here yet.
+    #[serde(default)]
+    level: u8,
+}
+
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/diagnose", tag = "stages",
+    description = "Level 0 on the collected evidence: medic's checks and the proposals of memory, runbook and checks, each with the gate's verdict. Nothing runs.",
+    params(("id" = String, Path, description = "incident id")),
+    request_body = DiagnoseRequest,
+    responses((status = 200, body = Object), (status = "4XX", body = super::openapi::ErrorBody)))]
+pub async fn diagnose(
+    State(state): State<Arc<AppState>>,
+    _auth: Authorized,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<DiagnoseRequest>, JsonRejection>,
+) -> Result<Response, AppError> {
+    let id = incident_id(&id)?;
+    let Json(request) = body.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    if request.level != 0 {
+        return Err(AppError::BadRequest(format!(
+            "level {}: the stage API offers level 0 only; escalate hands the incident to level 2",
+            request.level
+        )));
+    }
+    once(&state, &headers, format!("diagnose:{id}"), || async {
+        match state.pipeline.orchestrator_diagnose(id).await.map_err(|e| AppError::Internal(e.into()))? {
+            None => Err(AppError::NotFound(format!("no incident {id}"))),
+            Some(Err(why)) => Err(AppError::Conflict(why)),
+            Some(Ok(body)) => Ok((StatusCode::OK, body)),
+        }
+    })
+    .await
+}

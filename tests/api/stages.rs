@@ -62,6 +62,19 @@ async fn an_orchestrator_drives_an_incident_through_the_gate_once_per_key() {
     assert_eq!(actions(&world).await, 0, "nothing ran");
     assert_eq!(world.incident(&id).await["state"], "open");
 
+    // Level 0 on its evidence: checks and proposals with verdicts, nothing run.
+    let (status, early, _) = post(&world, &format!("/api/v1/incidents/{id}/diagnose"), None, json!({"level": 0})).await;
+    assert_eq!(status, 409, "no evidence yet: {early}");
+    let (status, _, _) = post(&world, &format!("/api/v1/incidents/{id}/collect"), None, json!({})).await;
+    assert_eq!(status, 200);
+    let (status, diagnosis, _) =
+        post(&world, &format!("/api/v1/incidents/{id}/diagnose"), None, json!({"level": 0})).await;
+    assert_eq!(status, 200, "{diagnosis}");
+    assert!(diagnosis["checks"]["findings"].is_array() && diagnosis["proposals"].is_array(), "{diagnosis}");
+    let (status, _, _) = post(&world, &format!("/api/v1/incidents/{id}/diagnose"), None, json!({"level": 1})).await;
+    assert_eq!(status, 400, "levels 1 and 2 are not offered as stages");
+    assert_eq!(actions(&world).await, 0, "diagnosing ran nothing");
+
     // An allowed command runs through the usual path and is verified; a retry with the same key acts once.
     let start = world.start_command();
     let path = format!("/api/v1/incidents/{id}/execute");
