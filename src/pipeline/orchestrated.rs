@@ -32,18 +32,31 @@ fn waiting(incident: &crate::store::IncidentRecord) -> bool {
 }
 
 impl Pipeline {
+    /// The incident and its target when it waits for its orchestrator; else why not (None: no incident).
+    async fn waiting_target(
+        &self,
+        id: IncidentId,
+    ) -> Result<Option<Result<(crate::store::IncidentRecord, crate::inventory::Target), String>>, PipelineError> {
+        let Some(incident) = self.store.incident(id).await? else { return Ok(None) };
+        if !waiting(&incident) {
+            return Ok(Some(Err(format!("the incident is {} and not waiting for the orchestrator", incident.state))));
+        }
+        Ok(Some(match self.target(&incident) {
+            Some(target) => Ok((incident, target)),
+            None => Err("no inventory host maps this incident".into()),
+        }))
+    }
+
     /// Collects the evidence (read-only, through the gate's diagnostics, redacted) and keeps it on the
     /// incident, which goes on waiting. Err(reason) when the incident does not wait or maps to no host.
     pub async fn orchestrator_collect(
         &self,
         id: IncidentId,
     ) -> Result<Option<Result<Vec<crate::domain::EvidenceItem>, String>>, PipelineError> {
-        let Some(incident) = self.store.incident(id).await? else { return Ok(None) };
-        if !waiting(&incident) {
-            return Ok(Some(Err(format!("the incident is {} and not waiting for the orchestrator", incident.state))));
-        }
-        let Some(target) = self.target(&incident) else {
-            return Ok(Some(Err("no inventory host maps this incident".into())));
+        let (_, target) = match self.waiting_target(id).await? {
+            None => return Ok(None),
+            Some(Err(why)) => return Ok(Some(Err(why))),
+            Some(Ok(found)) => found,
         };
         let transport = self.stages.transports.for_host(&target.host);
         let evidence = self.stages.collector.collect(&target, transport.as_ref()).await;
@@ -99,12 +112,10 @@ impl Pipeline {
         &self,
         id: IncidentId,
     ) -> Result<Option<Result<serde_json::Value, String>>, PipelineError> {
-        let Some(incident) = self.store.incident(id).await? else { return Ok(None) };
-        if !waiting(&incident) {
-            return Ok(Some(Err(format!("the incident is {} and not waiting for the orchestrator", incident.state))));
-        }
-        let Some(target) = self.target(&incident) else {
-            return Ok(Some(Err("no inventory host maps this incident".into())));
+        let (incident, target) = match self.waiting_target(id).await? {
+            None => return Ok(None),
+            Some(Err(why)) => return Ok(Some(Err(why))),
+            Some(Ok(found)) => found,
         };
         if incident.details.evidence.is_empty() {
             return Ok(Some(Err("no evidence yet: call collect first".into())));

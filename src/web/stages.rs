@@ -26,6 +26,15 @@ pub struct CommandRequest {
     command: String,
 }
 
+/// A stage's answer: no incident → 404; the incident cannot take this stage now → 409 with the reason.
+fn staged<T>(id: IncidentId, result: Option<Result<T, String>>) -> Result<T, AppError> {
+    match result {
+        None => Err(AppError::NotFound(format!("no incident {id}"))),
+        Some(Err(why)) => Err(AppError::Conflict(why)),
+        Some(Ok(value)) => Ok(value),
+    }
+}
+
 fn incident_id(text: &str) -> Result<IncidentId, AppError> {
     text.parse().map_err(|_| AppError::NotFound(format!("no incident {text:?}")))
 }
@@ -145,11 +154,8 @@ pub async fn collect(
         let hold = state.runner.hold(id).ok_or_else(|| AppError::Conflict(format!("incident {id} is busy")))?;
         let result = state.pipeline.orchestrator_collect(id).await.map_err(|e| AppError::Internal(e.into()))?;
         drop(hold);
-        match result {
-            None => Err(AppError::NotFound(format!("no incident {id}"))),
-            Some(Err(why)) => Err(AppError::Conflict(why)),
-            Some(Ok(evidence)) => Ok((StatusCode::OK, serde_json::json!({"incident_id": id, "evidence": evidence}))),
-        }
+        let evidence = staged(id, result)?;
+        Ok((StatusCode::OK, serde_json::json!({"incident_id": id, "evidence": evidence})))
     })
     .await
 }
@@ -171,16 +177,11 @@ pub async fn escalate(
     once(&state, &headers, format!("escalate:{id}"), || async {
         let result =
             state.pipeline.orchestrator_escalate(id, &reason).await.map_err(|e| AppError::Internal(e.into()))?;
-        match result {
-            None => Err(AppError::NotFound(format!("no incident {id}"))),
-            Some(Err(why)) => Err(AppError::Conflict(why)),
-            Some(Ok(new_state)) => {
-                if let Ok(Some(incident)) = state.store.incident(id).await {
-                    state.runner.enqueue(id, incident.key);
-                }
-                Ok((StatusCode::ACCEPTED, serde_json::json!({"incident_id": id, "state": new_state})))
-            }
+        let new_state = staged(id, result)?;
+        if let Ok(Some(incident)) = state.store.incident(id).await {
+            state.runner.enqueue(id, incident.key);
         }
+        Ok((StatusCode::ACCEPTED, serde_json::json!({"incident_id": id, "state": new_state})))
     })
     .await
 }
@@ -214,11 +215,8 @@ pub async fn diagnose(
         )));
     }
     once(&state, &headers, format!("diagnose:{id}"), || async {
-        match state.pipeline.orchestrator_diagnose(id).await.map_err(|e| AppError::Internal(e.into()))? {
-            None => Err(AppError::NotFound(format!("no incident {id}"))),
-            Some(Err(why)) => Err(AppError::Conflict(why)),
-            Some(Ok(body)) => Ok((StatusCode::OK, body)),
-        }
+        let result = state.pipeline.orchestrator_diagnose(id).await.map_err(|e| AppError::Internal(e.into()))?;
+        Ok((StatusCode::OK, staged(id, result)?))
     })
     .await
 }
