@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 scripts/test-deps.sh
 # The real local model for the level-1 tests (fetched, verified and cached outside the clone).
 scripts/test-model.sh
+# hadolint and the Compose schema for the deployment checks (cached outside the clone).
+scripts/check-deploy.sh --install
 
 # Reuse a build cache outside the clone when there is one; a cold build works too.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medic-target}"
@@ -20,3 +22,4 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 cargo test --locked --all-targets
 shellcheck scripts/*.sh .ci/run
+scripts/check-deploy.sh
