@@ -31,4 +31,5 @@ mod smtp;
 mod sshd;
 mod stages;
 mod transport;
+mod workflows;
 mod world;
