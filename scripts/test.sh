@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 scripts/test-deps.sh
 # The real local model for the level-1 tests (fetched, verified and cached outside the clone).
 scripts/test-model.sh
+# n8n 2.8.4 for the orchestrator tests (about 4 minutes and 2.3 GB the first time; cached outside the clone).
+scripts/test-n8n.sh
 # hadolint and the Compose schema for the deployment checks (cached outside the clone).
 scripts/check-deploy.sh --install
 

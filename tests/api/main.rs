@@ -21,6 +21,7 @@ mod ingest;
 mod memory;
 mod metrics;
 mod model_front;
+mod n8n;
 mod notify;
 mod openapi;
 mod probes;
