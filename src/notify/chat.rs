@@ -32,6 +32,7 @@ fn title(event: NotifyEvent, incident: &IncidentRecord) -> String {
         NotifyEvent::Escalation => format!("Needs a human: {s}"),
         NotifyEvent::Confirmation => format!("Approved fix result: {s}"),
         NotifyEvent::Digest => "medic digest".into(),
+        NotifyEvent::Diagnosed => format!("Diagnosed: {s}"),
     }
 }
 

@@ -118,6 +118,9 @@ fn headline(event: NotifyEvent, service: &str) -> (String, &'static str, &'stati
         NotifyEvent::Warning => (format!("Warning: {service}"), "#b45309", "Command"),
         NotifyEvent::Recovery => (format!("Recovered: {service}"), "#15803d", "Command"),
         NotifyEvent::Digest => ("medic digest".to_string(), "#1f2937", "Command"),
+        NotifyEvent::Diagnosed => {
+            (format!("Diagnosed: {service}"), "#1d4ed8", "Proposed command (not run by this message)")
+        }
     }
 }
 

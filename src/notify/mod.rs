@@ -43,6 +43,9 @@ pub enum NotifyEvent {
     /// The result of an approved fix.
     Confirmation,
     Digest,
+    /// A diagnosis was made (level 0 proposals, level 1): for orchestrators; no channel gets it unless
+    /// it lists it.
+    Diagnosed,
 }
 
 impl NotifyEvent {
@@ -56,6 +59,7 @@ impl NotifyEvent {
             NotifyEvent::Escalation => "escalation",
             NotifyEvent::Confirmation => "confirmation",
             NotifyEvent::Digest => "digest",
+            NotifyEvent::Diagnosed => "diagnosed",
         }
     }
 
@@ -70,6 +74,7 @@ impl NotifyEvent {
             NotifyEvent::Escalation => "incident.escalated",
             NotifyEvent::Confirmation => "incident.decided",
             NotifyEvent::Digest => "report.daily",
+            NotifyEvent::Diagnosed => "incident.diagnosed",
         }
     }
 }

@@ -166,6 +166,12 @@ impl Pipeline {
                 Ok(())
             })
             .await?;
+        self.announce_diagnosis(
+            &incident,
+            diagnosis.action_command.clone().map(|c| vec![c]),
+            format!("level 1: {} (confidence {:.2})", diagnosis.cause, diagnosis.confidence),
+        )
+        .await;
         if diagnosis.action_command.is_none() {
             reasons.push("level 1 proposed no action".into());
             return self.escalate_with(&incident, &reasons.join("; ")).await;

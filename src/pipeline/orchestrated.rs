@@ -149,6 +149,9 @@ impl Pipeline {
             .collect();
         self.audit_stage(id, "diagnose", format!("level 0: {} proposals; {}", proposals.len(), assessment.summary()))
             .await?;
+        let first = proposals.first().and_then(|p| p["command"].as_str()).map(|c| vec![c.to_string()]);
+        let reason = assessment.veto().map(|f| f.summary.clone()).unwrap_or_else(|| assessment.summary());
+        self.announce_diagnosis(&incident, first, reason).await;
         Ok(Some(Ok(serde_json::json!({
             "incident_id": id,
             "level": 0,
@@ -156,6 +159,24 @@ impl Pipeline {
             "veto": assessment.veto().map(|f| f.summary.clone()),
             "proposals": proposals,
         }))))
+    }
+
+    /// The `diagnosed` event, for the channels (orchestrators) that take it. A failure is logged.
+    pub(super) async fn announce_diagnosis(
+        &self,
+        incident: &crate::store::IncidentRecord,
+        command: Option<Vec<String>>,
+        reason: String,
+    ) {
+        let details = crate::notify::EventDetails { command, reason: Some(reason), ..Default::default() };
+        let prepared = self.stages.notifier.prepare_or_log(crate::notify::NotifyEvent::Diagnosed, incident, &details);
+        if prepared.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.write(move |ctx| prepared.persist(ctx)).await {
+            tracing::warn!(error = %e, "Could not queue the diagnosed event.");
+        }
+        self.stages.notifier.kick();
     }
 
     async fn audit_stage(&self, id: IncidentId, stage: &str, detail: String) -> Result<(), PipelineError> {

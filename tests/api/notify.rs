@@ -308,3 +308,48 @@ async fn orchestrator_events_are_signed_and_a_replay_or_a_changed_body_is_detect
     );
     medic.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diagnosis_reaches_the_orchestrators_channel_as_incident_diagnosed() {
+    let (base, seen) = capture_server().await;
+    let local = medic::config::Settings::from_toml_str(
+        "[[inventory.hosts]]\nname = \"local\"\ntransport = \"local\"\nservices = [\"nginx\"]\n",
+    )
+    .unwrap();
+    let app = TestApp::spawn_with(move |s| {
+        s.inventory.hosts = local.inventory.hosts.clone();
+        s.pipeline.external_sources = vec![medic::domain::Source::Api];
+        s.notify.channels = vec![ChannelConfig {
+            name: "n8n".into(),
+            kind: ChannelKind::Webhook,
+            url: Some(Secret::new(format!("{base}/n8n/events"))),
+            bot_token: None,
+            chat_id: String::new(),
+            api_url: String::new(),
+            events: vec![NotifyEvent::Diagnosed],
+            secret: None,
+        }];
+    })
+    .await;
+    let post = |path: String, body: Value| {
+        let r = app.client.post(app.url(&path)).bearer_auth(crate::helpers::TOKEN).json(&body);
+        async move { r.send().await.unwrap() }
+    };
+    let created: Value = post(
+        "/api/v1/incidents".into(),
+        serde_json::json!({"service_name": "nginx", "host": "local", "error_logs": "502"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = created["incident_id"].as_str().unwrap().to_string();
+    assert_eq!(post(format!("/api/v1/incidents/{id}/collect"), serde_json::json!({})).await.status(), 200);
+    assert_eq!(post(format!("/api/v1/incidents/{id}/diagnose"), serde_json::json!({"level": 0})).await.status(), 200);
+    let (_, event) = wait_for(&seen, |(p, _)| p == "/n8n/events", "diagnosed event").await;
+    assert_eq!(event["type"], "incident.diagnosed", "{event}");
+    assert_eq!(event["incident_id"], id.as_str());
+    // Only the channels that list it get it: nothing else was sent there.
+    assert!(seen.lock().unwrap().iter().all(|(p, b)| p != "/n8n/events" || b["type"] == "incident.diagnosed"));
+    app.stop().await;
+}
