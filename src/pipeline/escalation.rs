@@ -202,7 +202,7 @@ impl Pipeline {
     }
 
     /// Some(reason) when a cloud call would exceed the per-incident or per-day budget.
-    async fn over_budget(&self, incident: &IncidentRecord) -> Result<Option<String>, PipelineError> {
+    pub(super) async fn over_budget(&self, incident: &IncidentRecord) -> Result<Option<String>, PipelineError> {
         if !self.stages.diagnoser.l2_is_cloud() {
             return Ok(None);
         }

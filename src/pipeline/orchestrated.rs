@@ -161,6 +161,105 @@ impl Pipeline {
         }))))
     }
 
+    /// Level 1 (k samples, derived confidence) or level 2 (with retrieved past fixes, within budget) on
+    /// the collected evidence; the diagnosis is stored and announced, its command judged by the gate.
+    /// Nothing runs: a human approves level 2's commands, and `execute` judges level 1's again.
+    pub async fn orchestrator_model(
+        &self,
+        id: IncidentId,
+        level: u8,
+    ) -> Result<Option<Result<serde_json::Value, String>>, PipelineError> {
+        use crate::diagnose::prompt::PromptKind;
+        let (incident, target) = match self.waiting_target(id).await? {
+            None => return Ok(None),
+            Some(Err(why)) => return Ok(Some(Err(why))),
+            Some(Ok(found)) => found,
+        };
+        if incident.details.evidence.is_empty() {
+            return Ok(Some(Err("no evidence yet: call collect first".into())));
+        }
+        let host = Some(target.host.name.as_str());
+        let verdict_of =
+            |command: Option<&str>| command.map(|c| self.stages.gate.check(c, host, Authority::Automatic).to_json());
+        let body = if level == 1 {
+            if !self.stages.diagnoser.l1_configured() {
+                return Ok(Some(Err("level 1 is not configured (diagnose.l1.url)".into())));
+            }
+            let assessment = crate::diagnose::checks::assess(
+                &incident.details.evidence,
+                &incident.error_logs,
+                &target.service,
+                target.container.as_deref(),
+            );
+            let context = self.prompt_context(&incident, Some(&target), PromptKind::L1);
+            let support = self.stages.diagnoser.config().evidence_checks.then_some(|command: &str| {
+                crate::diagnose::l1::support_of(
+                    &assessment,
+                    &self.stages.gate,
+                    command,
+                    host,
+                    &target.service,
+                    target.container.as_deref(),
+                )
+            });
+            let (result, records) = self.stages.diagnoser.level1_sampled(&context, support).await;
+            self.store.write(move |ctx| records.iter().try_for_each(|r| ctx.record_call(id, r))).await?;
+            let (diagnosis, sampling) = match result {
+                Ok(d) => d,
+                Err(e) => return Ok(Some(Err(format!("level 1: {}", e.escalation_reason())))),
+            };
+            let (stored, sampled) = (diagnosis.clone(), sampling.clone());
+            self.store
+                .write(move |ctx| {
+                    ctx.update_details(id, |d| {
+                        d.level_1_diagnosis = Some(stored);
+                        d.level_1_sampling = Some(sampled);
+                    })
+                })
+                .await?;
+            self.announce_diagnosis(
+                &incident,
+                diagnosis.action_command.clone().map(|c| vec![c]),
+                format!("level 1: {} (confidence {:.2})", diagnosis.cause, diagnosis.confidence),
+            )
+            .await;
+            serde_json::json!({"incident_id": id, "level": 1, "cause": diagnosis.cause, "confidence": diagnosis.confidence,
+                "command": diagnosis.action_command, "verdict": verdict_of(diagnosis.action_command.as_deref()),
+                "sampling": sampling})
+        } else {
+            if !self.stages.diagnoser.l2_configured() {
+                return Ok(Some(Err("level 2 is not configured (diagnose.l2)".into())));
+            }
+            if let Some(why) = self.over_budget(&incident).await? {
+                return Ok(Some(Err(why)));
+            }
+            let mut context = self.prompt_context(&incident, Some(&target), PromptKind::L2);
+            let (past, rejected) = self.retrieve(&incident).await;
+            context.past_fixes = past;
+            context.rejected_fixes = rejected;
+            let (result, record) = self.stages.diagnoser.level2(&context).await;
+            if let Some(record) = record {
+                self.store.write(move |ctx| ctx.record_call(id, &record)).await?;
+            }
+            let rec = match result {
+                Ok(r) => r,
+                Err(e) => return Ok(Some(Err(format!("level 2: {}", e.escalation_reason())))),
+            };
+            let stored = rec.clone();
+            self.store.write(move |ctx| ctx.update_details(id, |d| d.level_2_recommendation = Some(stored))).await?;
+            self.announce_diagnosis(
+                &incident,
+                rec.action_command.clone().map(|c| vec![c]),
+                format!("level 2: {} (risk {}, confidence {:.2})", rec.root_cause, rec.risk, rec.confidence),
+            )
+            .await;
+            serde_json::json!({"incident_id": id, "level": 2, "recommendation": rec,
+                "verdict": verdict_of(rec.action_command.as_deref())})
+        };
+        self.audit_stage(id, "diagnose", format!("level {level}")).await?;
+        Ok(Some(Ok(body)))
+    }
+
     /// The `diagnosed` event, for the channels (orchestrators) that take it. A failure is logged.
     pub(super) async fn announce_diagnosis(
         &self,

@@ -189,13 +189,14 @@ pub async fn escalate(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiagnoseRequest {
-    /// 0: medic's evidence checks, memory, runbook (no model). Levels 1 and 2 are not offered here yet.
+    /// 0: medic's evidence checks, memory, runbook (no model); 1: the local model (k samples, derived
+    /// confidence); 2: the cloud model with retrieved past fixes (within budget).
     #[serde(default)]
     level: u8,
 }
 
 #[utoipa::path(post, path = "/api/v1/incidents/{id}/diagnose", tag = "stages",
-    description = "Level 0 on the collected evidence: medic's checks and the proposals of memory, runbook and checks, each with the gate's verdict. Nothing runs.",
+    description = "On the collected evidence: level 0 (medic's checks and the proposals of memory, runbook and checks), level 1 (the local model, sampled) or level 2 (the cloud model with past fixes); each proposal with the gate's verdict. Nothing runs.",
     params(("id" = String, Path, description = "incident id")),
     request_body = DiagnoseRequest,
     responses((status = 200, body = Object), (status = "4XX", body = super::openapi::ErrorBody)))]
@@ -208,14 +209,15 @@ pub async fn diagnose(
 ) -> Result<Response, AppError> {
     let id = incident_id(&id)?;
     let Json(request) = body.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    if request.level != 0 {
-        return Err(AppError::BadRequest(format!(
-            "level {}: the stage API offers level 0 only; escalate hands the incident to level 2",
-            request.level
-        )));
+    if request.level > 2 {
+        return Err(AppError::BadRequest(format!("level {}: use 0, 1 or 2", request.level)));
     }
-    once(&state, &headers, format!("diagnose:{id}"), || async {
-        let result = state.pipeline.orchestrator_diagnose(id).await.map_err(|e| AppError::Internal(e.into()))?;
+    once(&state, &headers, format!("diagnose:{}:{id}", request.level), || async {
+        let result = match request.level {
+            0 => state.pipeline.orchestrator_diagnose(id).await,
+            level => state.pipeline.orchestrator_model(id, level).await,
+        }
+        .map_err(|e| AppError::Internal(e.into()))?;
         Ok((StatusCode::OK, staged(id, result)?))
     })
     .await

@@ -71,8 +71,11 @@ async fn an_orchestrator_drives_an_incident_through_the_gate_once_per_key() {
         post(&world, &format!("/api/v1/incidents/{id}/diagnose"), None, json!({"level": 0})).await;
     assert_eq!(status, 200, "{diagnosis}");
     assert!(diagnosis["checks"]["findings"].is_array() && diagnosis["proposals"].is_array(), "{diagnosis}");
-    let (status, _, _) = post(&world, &format!("/api/v1/incidents/{id}/diagnose"), None, json!({"level": 1})).await;
-    assert_eq!(status, 400, "levels 1 and 2 are not offered as stages");
+    let (status, why, _) = post(&world, &format!("/api/v1/incidents/{id}/diagnose"), None, json!({"level": 1})).await;
+    assert_eq!(status, 409, "no level 1 in this world: {why}");
+    assert!(why["error"].as_str().unwrap().contains("not configured"), "{why}");
+    let (status, _, _) = post(&world, &format!("/api/v1/incidents/{id}/diagnose"), None, json!({"level": 3})).await;
+    assert_eq!(status, 400);
     assert_eq!(actions(&world).await, 0, "diagnosing ran nothing");
 
     // An allowed command runs through the usual path and is verified; a retry with the same key acts once.
@@ -101,5 +104,44 @@ async fn an_orchestrator_drives_an_incident_through_the_gate_once_per_key() {
     crate::openapi::assert_valid(&doc, "/api/v1/incidents/{id}/execute", "post", "202", &first);
     crate::openapi::assert_valid(&doc, "/api/v1/incidents/{id}/execute", "post", "409", &late);
     crate::openapi::assert_valid(&doc, "/api/v1/incidents/{id}/gate", "post", "200", &verdict);
+    world.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_models_answer_as_stages_and_nothing_runs() {
+    let world = World::start(Options {
+        tweak: Some(|s, _| s.pipeline.external_sources = vec![medic::domain::Source::Api]),
+        ..Options::default()
+    })
+    .await;
+    world.nginx.start();
+    world.nginx.stop();
+    let (_, created, _) = post(
+        &world,
+        "/api/v1/incidents",
+        None,
+        json!({"service_name": "nginx", "host": "web1", "error_logs": "connection refused", "monitor_id": "1"}),
+    )
+    .await;
+    let id = created["incident_id"].as_str().unwrap().to_string();
+    let (status, _, _) = post(&world, &format!("/api/v1/incidents/{id}/collect"), None, json!({})).await;
+    assert_eq!(status, 200);
+
+    world.l1_says("nginx is stopped", 0.95, Some(&world.start_command()));
+    let (status, l1, _) = post(&world, &format!("/api/v1/incidents/{id}/diagnose"), None, json!({"level": 1})).await;
+    assert_eq!(status, 200, "{l1}");
+    assert_eq!(l1["command"], world.start_command().as_str(), "{l1}");
+    assert_eq!(l1["verdict"]["verdict"], "allow", "{l1}");
+    assert!(l1["sampling"].is_object());
+
+    world.l2_says("nginx crashed after a reload", Some(&world.start_command()));
+    let (status, l2, _) = post(&world, &format!("/api/v1/incidents/{id}/diagnose"), None, json!({"level": 2})).await;
+    assert_eq!(status, 200, "{l2}");
+    assert_eq!(l2["recommendation"]["root_cause"], "nginx crashed after a reload", "{l2}");
+    assert_eq!(actions(&world).await, 0, "diagnosing runs nothing");
+    let incident = world.incident(&id).await;
+    assert_eq!(incident["state"], "open", "still the orchestrator's: {incident}");
+    assert!(incident["level_1_diagnosis"].is_object() && incident["level_2_recommendation"].is_object(), "{incident}");
+    assert!(incident["cost_estimation"]["tokens_used"].as_u64().unwrap() > 0, "the calls were costed");
     world.app.stop().await;
 }
