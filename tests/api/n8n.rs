@@ -23,10 +23,13 @@ fn n8n_bin() -> std::path::PathBuf {
     std::path::Path::new(&home).join(".cache/medic-n8n/node_modules/.bin/n8n")
 }
 
+/// n8n's port, chosen before medic starts (medic's settings name n8n's event webhook).
+static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+
 impl N8n {
-    pub async fn start(medic_base: &str) -> Self {
+    pub async fn start(medic_base: &str, notify_url: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = *PORT.get_or_init(free_port);
         let env = |cmd: &mut Command| {
             cmd.env("N8N_USER_FOLDER", dir.path())
                 .env("N8N_ENCRYPTION_KEY", "medic-test-n8n-encryption-key")
@@ -36,7 +39,8 @@ impl N8n {
                 .env("N8N_VERSION_NOTIFICATIONS_ENABLED", "false")
                 .env("N8N_BLOCK_ENV_ACCESS_IN_NODE", "false")
                 .env("N8N_SECURE_COOKIE", "false")
-                .env("MEDIC_URL", medic_base);
+                .env("MEDIC_URL", medic_base)
+                .env("NOTIFY_URL", notify_url);
         };
         let credentials = dir.path().join("credentials.json");
         std::fs::write(
@@ -63,6 +67,7 @@ impl N8n {
         cli(&["import:workflow", "--separate", &format!("--input={}", workflows.display())]);
         cli(&["publish:workflow", "--id=medicMainSupervisor"]);
         cli(&["publish:workflow", "--id=medicActionExecutor"]);
+        cli(&["publish:workflow", "--id=medicNotificationManager"]);
         let log = dir.path().join("n8n.log");
         let mut cmd = Command::new(n8n_bin());
         cmd.arg("start").stdout(std::fs::File::create(&log).unwrap()).stderr(Stdio::null());
@@ -73,7 +78,10 @@ impl N8n {
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("(ID: medicMainSupervisor)") && text.contains("(ID: medicActionExecutor)") {
+            if ["medicMainSupervisor", "medicActionExecutor", "medicNotificationManager"]
+                .iter()
+                .all(|id| text.contains(&format!("(ID: {id})")))
+            {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "n8n did not activate the workflows:\n{text}");
@@ -101,12 +109,37 @@ async fn n8n_drives_medics_stages_heals_nginx_acts_once_and_cannot_run_a_denied_
         decisions: true,
         rules: Some(crate::model_front::RULES.to_string()),
         tweak: Some(|s, _| {
-            s.pipeline.external_sources = vec![medic::domain::Source::UptimeKuma, medic::domain::Source::Api]
+            s.pipeline.external_sources = vec![medic::domain::Source::UptimeKuma, medic::domain::Source::Api];
+            // medic's events go to n8n's Notification_Manager.
+            let port = *PORT.get_or_init(free_port);
+            s.notify.channels = vec![medic::notify::ChannelConfig {
+                name: "n8n".into(),
+                kind: medic::notify::ChannelKind::Webhook,
+                url: Some(medic::config::Secret::new(format!("http://127.0.0.1:{port}/webhook/medic-events"))),
+                bot_token: None,
+                chat_id: String::new(),
+                api_url: String::new(),
+                events: vec![medic::notify::NotifyEvent::AutoFixed, medic::notify::NotifyEvent::NeedsApproval],
+                secret: Some(medic::config::Secret::new("n8n-events-secret")),
+            }];
         }),
         ..Options::default()
     })
     .await;
-    let n8n = N8n::start(&world.app.base).await;
+    // Where n8n's Notification_Manager posts what it tells people.
+    let told: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let sink = told.clone();
+    let receiver = axum::Router::new().fallback(axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().push(body);
+            "ok"
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let notify_url = format!("http://{}/chat", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+    let n8n = N8n::start(&world.app.base, &notify_url).await;
     world.nginx.start();
     world.nginx.stop();
 
@@ -134,6 +167,17 @@ async fn n8n_drives_medics_stages_heals_nginx_acts_once_and_cannot_run_a_denied_
         assert!(stages.iter().any(|s| s == stage), "the {stage} call came from n8n: {stages:?}");
     }
     assert_eq!(actions(&world).await, 1);
+    // medic's signed `incident.fixed` event reached n8n's Notification_Manager, which told the chat.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = told.lock().unwrap().clone();
+        if let Some(m) = seen.iter().find(|m| m["text"].as_str().is_some_and(|t| t.starts_with("Fixed: "))) {
+            assert_eq!(m["incident_id"], id.as_str(), "{m}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "Notification_Manager said nothing: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // n8n retries a stage call (same Idempotency-Key as its workflow uses): medic answers as before and
     // acts once.

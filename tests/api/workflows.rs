@@ -37,9 +37,9 @@ async fn the_workflows_use_core_nodes_reference_credentials_and_call_described_e
         for node in nodes {
             let kind = node["type"].as_str().unwrap();
             assert!(CORE.contains(&kind), "{name}: {kind} is not a core node");
-            if kind == "n8n-nodes-base.httpRequest" {
+            let url = node["parameters"]["url"].as_str().unwrap_or("");
+            if kind == "n8n-nodes-base.httpRequest" && url.contains("MEDIC_URL") {
                 assert_eq!(node["credentials"]["httpHeaderAuth"]["name"], "medic API token", "{name}: by reference");
-                let url = node["parameters"]["url"].as_str().unwrap();
                 let path = url.split_once("}}").map(|(_, rest)| rest).unwrap_or(url);
                 // "/api/v1/incidents/{{ … }}/execute" → the documented "/api/v1/incidents/{id}/execute".
                 let documented = regex_like(path);
@@ -57,7 +57,7 @@ async fn the_workflows_use_core_nodes_reference_credentials_and_call_described_e
             }
         }
     }
-    assert_eq!(files, 2, "Main_Supervisor and Action_Executor");
+    assert_eq!(files, 3, "Main_Supervisor, Action_Executor, Notification_Manager");
     app.stop().await;
 }
 
