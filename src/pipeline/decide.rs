@@ -110,68 +110,13 @@ impl Pipeline {
             ));
             return self.escalate_with(&incident, &reasons.join("; ")).await;
         }
-        let support = assessment.as_ref().map(|a| {
-            |command: &str| {
-                crate::diagnose::l1::support_of(
-                    a,
-                    &self.stages.gate,
-                    command,
-                    Some(&target.host.name),
-                    &target.service,
-                    target.container.as_deref(),
-                )
-            }
-        });
-        let (result, records) = self.stages.diagnoser.level1_sampled(&context, support).await;
-        let id = incident.id;
-        if !records.is_empty() {
-            self.store
-                .write(move |ctx| {
-                    for record in &records {
-                        ctx.record_call(id, record)?;
-                    }
-                    Ok(())
-                })
-                .await?;
-        }
-        let (diagnosis, sampling) = match result {
+        let (diagnosis, _) = match self.ask_level1(&incident, &target, &context, assessment.as_ref()).await? {
             Ok(d) => d,
             Err(e) => {
                 reasons.push(format!("level 1: {}", e.escalation_reason()));
                 return self.escalate_with(&incident, &reasons.join("; ")).await;
             }
         };
-        let stored = diagnosis.clone();
-        self.store
-            .write(move |ctx| {
-                ctx.timeline(
-                    id,
-                    "diagnosis",
-                    &format!(
-                        "level 1: {} (confidence {:.2}: {} of {} samples agree, checks' support {:.2}); proposes {}",
-                        stored.cause,
-                        stored.confidence,
-                        sampling.votes.iter().filter(|v| **v == sampling.votes[0]).count(),
-                        sampling.samples,
-                        sampling.support,
-                        stored.action_command.as_deref().map_or("no command".to_string(), |c| format!("`{c}`"))
-                    ),
-                    serde_json::to_value(&stored)?,
-                )?;
-                ctx.update_details(id, |d| {
-                    d.level_1_diagnosis = Some(stored);
-                    d.level_1_sampling = Some(sampling);
-                    d.level_1_success = None;
-                })?;
-                Ok(())
-            })
-            .await?;
-        self.announce_diagnosis(
-            &incident,
-            diagnosis.action_command.clone().map(|c| vec![c]),
-            format!("level 1: {} (confidence {:.2})", diagnosis.cause, diagnosis.confidence),
-        )
-        .await;
         if diagnosis.action_command.is_none() {
             reasons.push("level 1 proposed no action".into());
             return self.escalate_with(&incident, &reasons.join("; ")).await;
@@ -190,6 +135,71 @@ impl Pipeline {
                 self.escalate_with(&incident, &reasons.join("; ")).await
             }
         }
+    }
+
+    /// Level 1 on `context`: k samples, confidence from agreement and the checks' `assessment` (when the
+    /// checks ran), the calls costed, the diagnosis kept on the incident and its timeline, and announced.
+    /// The pipeline's diagnosing step and the orchestrator's `diagnose` stage share it.
+    pub(super) async fn ask_level1(
+        &self,
+        incident: &IncidentRecord,
+        target: &Target,
+        context: &crate::diagnose::prompt::PromptContext,
+        assessment: Option<&Assessment>,
+    ) -> Result<Result<(Diagnosis, crate::domain::findings::Sampling), crate::diagnose::DiagnoseError>, PipelineError>
+    {
+        let support = assessment.map(|a| {
+            |command: &str| {
+                crate::diagnose::l1::support_of(
+                    a,
+                    &self.stages.gate,
+                    command,
+                    Some(&target.host.name),
+                    &target.service,
+                    target.container.as_deref(),
+                )
+            }
+        });
+        let (result, records) = self.stages.diagnoser.level1_sampled(context, support).await;
+        let id = incident.id;
+        if !records.is_empty() {
+            self.store.write(move |ctx| records.iter().try_for_each(|r| ctx.record_call(id, r))).await?;
+        }
+        let (diagnosis, sampling) = match result {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (stored, sampled) = (diagnosis.clone(), sampling.clone());
+        self.store
+            .write(move |ctx| {
+                ctx.timeline(
+                    id,
+                    "diagnosis",
+                    &format!(
+                        "level 1: {} (confidence {:.2}: {} of {} samples agree, checks' support {:.2}); proposes {}",
+                        stored.cause,
+                        stored.confidence,
+                        sampled.votes.iter().filter(|v| **v == sampled.votes[0]).count(),
+                        sampled.samples,
+                        sampled.support,
+                        stored.action_command.as_deref().map_or("no command".to_string(), |c| format!("`{c}`"))
+                    ),
+                    serde_json::to_value(&stored)?,
+                )?;
+                ctx.update_details(id, |d| {
+                    d.level_1_diagnosis = Some(stored);
+                    d.level_1_sampling = Some(sampled);
+                    d.level_1_success = None;
+                })
+            })
+            .await?;
+        self.announce_diagnosis(
+            incident,
+            diagnosis.action_command.clone().map(|c| vec![c]),
+            format!("level 1: {} (confidence {:.2})", diagnosis.cause, diagnosis.confidence),
+        )
+        .await;
+        Ok(Ok((diagnosis, sampling)))
     }
 
     /// The checks' restart as this host's allow-list spells it: when the gate refuses the default

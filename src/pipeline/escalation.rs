@@ -25,32 +25,9 @@ impl Pipeline {
                 notes.push(why.clone());
                 self.note(incident.id, "budget", &why).await;
             } else {
-                let mut context = self.prompt_context(incident, target.as_ref(), PromptKind::L2);
-                let (past, rejected) = self.retrieve(incident).await;
-                context.past_fixes = past;
-                context.rejected_fixes = rejected;
-                let (result, record) = self.stages.diagnoser.level2(&context).await;
-                let id = incident.id;
-                if let Some(record) = record {
-                    self.store.write(move |ctx| ctx.record_call(id, &record)).await?;
-                }
+                let result = self.ask_level2(incident, target.as_ref()).await?;
                 match result {
                     Ok(rec) => {
-                        let stored = rec.clone();
-                        self.store
-                            .write(move |ctx| {
-                                ctx.timeline(
-                                    id,
-                                    "recommendation",
-                                    &format!(
-                                        "level 2: {} (risk {}, confidence {:.2}); recommends {:?}",
-                                        stored.root_cause, stored.risk, stored.confidence, stored.action_command
-                                    ),
-                                    serde_json::to_value(&stored)?,
-                                )?;
-                                ctx.update_details(id, |d| d.level_2_recommendation = Some(stored)).map(|_| ())
-                            })
-                            .await?;
                         recommendation = Some(rec);
                     }
                     Err(e) => {
@@ -199,6 +176,42 @@ impl Pipeline {
             .await?;
         self.stages.notifier.kick();
         Ok(Step::Stop)
+    }
+
+    /// Level 2 with the retrieved past fixes (the caller checks configuration and budget): the call costed,
+    /// the recommendation kept on the incident and its timeline. Escalation and the orchestrator's
+    /// `diagnose` stage share it.
+    pub(super) async fn ask_level2(
+        &self,
+        incident: &IncidentRecord,
+        target: Option<&crate::inventory::Target>,
+    ) -> Result<Result<crate::domain::Recommendation, crate::diagnose::DiagnoseError>, PipelineError> {
+        let mut context = self.prompt_context(incident, target, PromptKind::L2);
+        let (past, rejected) = self.retrieve(incident).await;
+        context.past_fixes = past;
+        context.rejected_fixes = rejected;
+        let (result, record) = self.stages.diagnoser.level2(&context).await;
+        let id = incident.id;
+        if let Some(record) = record {
+            self.store.write(move |ctx| ctx.record_call(id, &record)).await?;
+        }
+        let Ok(rec) = &result else { return Ok(result) };
+        let stored = rec.clone();
+        self.store
+            .write(move |ctx| {
+                ctx.timeline(
+                    id,
+                    "recommendation",
+                    &format!(
+                        "level 2: {} (risk {}, confidence {:.2}); recommends {:?}",
+                        stored.root_cause, stored.risk, stored.confidence, stored.action_command
+                    ),
+                    serde_json::to_value(&stored)?,
+                )?;
+                ctx.update_details(id, |d| d.level_2_recommendation = Some(stored)).map(|_| ())
+            })
+            .await?;
+        Ok(result)
     }
 
     /// Some(reason) when a cloud call would exceed the per-incident or per-day budget.

@@ -185,44 +185,20 @@ impl Pipeline {
             if !self.stages.diagnoser.l1_configured() {
                 return Ok(Some(Err("level 1 is not configured (diagnose.l1.url)".into())));
             }
-            let assessment = crate::diagnose::checks::assess(
-                &incident.details.evidence,
-                &incident.error_logs,
-                &target.service,
-                target.container.as_deref(),
-            );
-            let context = self.prompt_context(&incident, Some(&target), PromptKind::L1);
-            let support = self.stages.diagnoser.config().evidence_checks.then_some(|command: &str| {
-                crate::diagnose::l1::support_of(
-                    &assessment,
-                    &self.stages.gate,
-                    command,
-                    host,
+            let assessment = self.stages.diagnoser.config().evidence_checks.then(|| {
+                crate::diagnose::checks::assess(
+                    &incident.details.evidence,
+                    &incident.error_logs,
                     &target.service,
                     target.container.as_deref(),
                 )
             });
-            let (result, records) = self.stages.diagnoser.level1_sampled(&context, support).await;
-            self.store.write(move |ctx| records.iter().try_for_each(|r| ctx.record_call(id, r))).await?;
-            let (diagnosis, sampling) = match result {
+            let context = self.prompt_context(&incident, Some(&target), PromptKind::L1);
+            let (diagnosis, sampling) = match self.ask_level1(&incident, &target, &context, assessment.as_ref()).await?
+            {
                 Ok(d) => d,
                 Err(e) => return Ok(Some(Err(format!("level 1: {}", e.escalation_reason())))),
             };
-            let (stored, sampled) = (diagnosis.clone(), sampling.clone());
-            self.store
-                .write(move |ctx| {
-                    ctx.update_details(id, |d| {
-                        d.level_1_diagnosis = Some(stored);
-                        d.level_1_sampling = Some(sampled);
-                    })
-                })
-                .await?;
-            self.announce_diagnosis(
-                &incident,
-                diagnosis.action_command.clone().map(|c| vec![c]),
-                format!("level 1: {} (confidence {:.2})", diagnosis.cause, diagnosis.confidence),
-            )
-            .await;
             serde_json::json!({"incident_id": id, "level": 1, "cause": diagnosis.cause, "confidence": diagnosis.confidence,
                 "command": diagnosis.action_command, "verdict": verdict_of(diagnosis.action_command.as_deref()),
                 "sampling": sampling})
@@ -233,20 +209,10 @@ impl Pipeline {
             if let Some(why) = self.over_budget(&incident).await? {
                 return Ok(Some(Err(why)));
             }
-            let mut context = self.prompt_context(&incident, Some(&target), PromptKind::L2);
-            let (past, rejected) = self.retrieve(&incident).await;
-            context.past_fixes = past;
-            context.rejected_fixes = rejected;
-            let (result, record) = self.stages.diagnoser.level2(&context).await;
-            if let Some(record) = record {
-                self.store.write(move |ctx| ctx.record_call(id, &record)).await?;
-            }
-            let rec = match result {
+            let rec = match self.ask_level2(&incident, Some(&target)).await? {
                 Ok(r) => r,
                 Err(e) => return Ok(Some(Err(format!("level 2: {}", e.escalation_reason())))),
             };
-            let stored = rec.clone();
-            self.store.write(move |ctx| ctx.update_details(id, |d| d.level_2_recommendation = Some(stored))).await?;
             self.announce_diagnosis(
                 &incident,
                 rec.action_command.clone().map(|c| vec![c]),
