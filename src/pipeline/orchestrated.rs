@@ -32,14 +32,19 @@ fn waiting(incident: &crate::store::IncidentRecord) -> bool {
 }
 
 impl Pipeline {
-    /// The incident and its target when it waits for its orchestrator; else why not (None: no incident).
+    /// The incident and its target when it waits for its orchestrator (and, with `needs_evidence`, has
+    /// collected evidence); else why not (None: no incident).
     async fn waiting_target(
         &self,
         id: IncidentId,
+        needs_evidence: bool,
     ) -> Result<Option<Result<(crate::store::IncidentRecord, crate::inventory::Target), String>>, PipelineError> {
         let Some(incident) = self.store.incident(id).await? else { return Ok(None) };
         if !waiting(&incident) {
             return Ok(Some(Err(format!("the incident is {} and not waiting for the orchestrator", incident.state))));
+        }
+        if needs_evidence && incident.details.evidence.is_empty() {
+            return Ok(Some(Err("no evidence yet: call collect first".into())));
         }
         Ok(Some(match self.target(&incident) {
             Some(target) => Ok((incident, target)),
@@ -53,7 +58,7 @@ impl Pipeline {
         &self,
         id: IncidentId,
     ) -> Result<Option<Result<Vec<crate::domain::EvidenceItem>, String>>, PipelineError> {
-        let (_, target) = match self.waiting_target(id).await? {
+        let (_, target) = match self.waiting_target(id, false).await? {
             None => return Ok(None),
             Some(Err(why)) => return Ok(Some(Err(why))),
             Some(Ok(found)) => found,
@@ -112,14 +117,11 @@ impl Pipeline {
         &self,
         id: IncidentId,
     ) -> Result<Option<Result<serde_json::Value, String>>, PipelineError> {
-        let (incident, target) = match self.waiting_target(id).await? {
+        let (incident, target) = match self.waiting_target(id, true).await? {
             None => return Ok(None),
             Some(Err(why)) => return Ok(Some(Err(why))),
             Some(Ok(found)) => found,
         };
-        if incident.details.evidence.is_empty() {
-            return Ok(Some(Err("no evidence yet: call collect first".into())));
-        }
         let assessment = crate::diagnose::checks::assess(
             &incident.details.evidence,
             &incident.error_logs,
@@ -170,14 +172,11 @@ impl Pipeline {
         level: u8,
     ) -> Result<Option<Result<serde_json::Value, String>>, PipelineError> {
         use crate::diagnose::prompt::PromptKind;
-        let (incident, target) = match self.waiting_target(id).await? {
+        let (incident, target) = match self.waiting_target(id, true).await? {
             None => return Ok(None),
             Some(Err(why)) => return Ok(Some(Err(why))),
             Some(Ok(found)) => found,
         };
-        if incident.details.evidence.is_empty() {
-            return Ok(Some(Err("no evidence yet: call collect first".into())));
-        }
         let host = Some(target.host.name.as_str());
         let verdict_of =
             |command: Option<&str>| command.map(|c| self.stages.gate.check(c, host, Authority::Automatic).to_json());
