@@ -15,6 +15,8 @@ mod fake_llm;
 mod helpers;
 #[path = "../tests/api/model_front.rs"]
 mod model_front;
+#[path = "../tests/api/postgres.rs"]
+mod postgres;
 #[path = "../tests/api/process.rs"]
 mod process;
 #[path = "../tests/api/smtp.rs"]

@@ -9,6 +9,8 @@
 mod fake_llm;
 #[path = "../tests/api/helpers.rs"]
 mod helpers;
+#[path = "../tests/api/postgres.rs"]
+mod postgres;
 #[path = "../tests/api/process.rs"]
 mod process;
 #[path = "../tests/api/smtp.rs"]

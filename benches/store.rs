@@ -12,8 +12,12 @@
 
 #[path = "../tests/api/helpers.rs"]
 mod helpers;
+#[path = "../tests/api/postgres.rs"]
+mod postgres;
 #[path = "../tests/api/process.rs"]
 mod process;
+#[path = "../tests/api/sshd.rs"]
+mod sshd;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

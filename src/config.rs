@@ -181,6 +181,10 @@ impl Settings {
         if self.store.max_batch == 0 {
             return Err(ConfigError::invalid("store.max_batch", "must be above 0"));
         }
+        if let Err(why) = self.store.validate() {
+            let key = if why.contains("store.lease") { "store.lease" } else { "store.url" };
+            return Err(ConfigError::invalid(key, &why));
+        }
         if self.auth.token.is_some() && self.auth.token_file.is_some() {
             return Err(ConfigError::invalid("auth.token_file", "set either auth.token or auth.token_file, not both"));
         }
@@ -410,6 +414,8 @@ mod tests {
             ("[server]\nmax_body_bytes = 0\n", "server.max_body_bytes"),
             ("[auth]\ntoken = \"short\"\n", "auth.token"),
             ("[store]\nsynchronous = \"sometimes\"\n", "store.synchronous"),
+            ("[store]\nurl = \"mysql://db/medic\"\n", "store.url"),
+            ("[store]\nlease = \"10ms\"\n", "store.lease"),
             ("[pipeline]\nretry_backoff = \"soon\"\n", "pipeline.retry_backoff"),
             ("[approval]\nincident_link_ttl = \"10s\"\n", "approval.incident_link_ttl"),
             ("[approval]\nrequire_login = true\n", "approval.require_login"),

@@ -106,6 +106,19 @@ impl Application {
             .context("cannot read or create the incident link key in <data_dir>/secrets/link_key")?;
         let sealer =
             Sealer::new(&secrets.key("outbox_key").context("cannot read or create <data_dir>/secrets/outbox_key")?);
+        if settings.store.is_postgres() {
+            // Replicas share one database: links, sealed outbox bodies and the audit chain need the same keys.
+            for name in ["audit_key", "outbox_key", "link_key"] {
+                let key = secrets.key(name).with_context(|| format!("cannot read <data_dir>/secrets/{name}"))?;
+                store.check_shared_key(name, &key).await?;
+            }
+            if settings.memory.qdrant_url.is_none() {
+                warn!(
+                    "store.url is PostgreSQL but memory is the embedded file: each replica remembers its own fixes. \
+                     Set memory.qdrant_url to share them (README, \"Several replicas\")."
+                );
+            }
+        }
         let notifier = Arc::new(Notifier::new(
             settings.notify.clone(),
             NotifierParts {
@@ -175,8 +188,13 @@ impl Application {
             shutdown.clone(),
         )));
         let orchestrated = pipeline.clone();
-        let (runner, runner_handle) =
-            Runner::start(pipeline, store.clone(), settings.pipeline.max_concurrent, shutdown.clone());
+        let (runner, runner_handle) = Runner::start(
+            pipeline,
+            store.clone(),
+            settings.pipeline.max_concurrent,
+            settings.store.lease,
+            shutdown.clone(),
+        );
 
         // Resume every incident that still has work: nothing acknowledged is ever dropped.
         let pending = store.count_runnable().await.context("cannot count unfinished incidents")?;

@@ -3,7 +3,7 @@
 //! then every token of the incident closed and the incident moved, audited, in one transaction. Also
 //! [`ask_again`]: closing a request's open links without a decision.
 
-use rusqlite::params;
+use crate::store::db::params;
 
 use super::journal::{DecisionJournal, Entry};
 use super::{ApprovalError, Binding, Decided, Decider, Decision, Row};

@@ -27,8 +27,8 @@ pub mod throttle;
 
 use std::time::Duration;
 
+use crate::store::db::{OptionalExtension, params};
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -284,7 +284,7 @@ struct Row {
     verdict: String,
 }
 
-fn row(conn: &rusqlite::Connection, hash: &str) -> Result<Option<Row>, StoreError> {
+fn row(conn: &crate::store::db::Connection, hash: &str) -> Result<Option<Row>, StoreError> {
     Ok(conn
         .query_row(
             "SELECT incident_id, action, request_id, command_hash, argv_json, rollback, recipient, csrf, expires_at,

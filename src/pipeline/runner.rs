@@ -58,6 +58,7 @@ impl Runner {
         pipeline: Arc<Pipeline>,
         store: Store,
         max_concurrent: usize,
+        lease: Duration,
         shutdown: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let runner = Self {
@@ -66,7 +67,7 @@ impl Runner {
             alive: Arc::new(AtomicBool::new(true)),
             held: Arc::new(Mutex::new(HashSet::new())),
         };
-        let handle = tokio::spawn(dispatch(pipeline, store, max_concurrent.max(1), shutdown, runner.clone()));
+        let handle = tokio::spawn(dispatch(pipeline, store, max_concurrent.max(1), lease, shutdown, runner.clone()));
         (runner, handle)
     }
 
@@ -96,9 +97,11 @@ async fn dispatch(
     pipeline: Arc<Pipeline>,
     store: Store,
     max_concurrent: usize,
+    lease: Duration,
     shutdown: CancellationToken,
     runner: Runner,
 ) {
+    let mut renewed = Instant::now();
     let mut tasks: JoinSet<IncidentId> = JoinSet::new();
     let mut running: HashSet<IncidentId> = HashSet::new();
     // Incidents that finished a pass recently, until when they are left alone.
@@ -118,11 +121,19 @@ async fn dispatch(
                 Ok(candidates) => {
                     store_failing = false;
                     let held = runner.held.lock().expect("runner lock").clone();
-                    let claimed: Vec<IncidentId> = candidates
+                    let wanted: Vec<IncidentId> = candidates
                         .into_iter()
                         .filter(|id| !running.contains(id) && !paused.contains_key(id) && !held.contains(id))
                         .take(free)
                         .collect();
+                    // Another replica may have claimed some since the read: only those won run here.
+                    let claimed = match store.claim(wanted, lease).await {
+                        Ok(won) => won,
+                        Err(e) => {
+                            warn!(error = %e, "Cannot claim incidents; retrying.");
+                            Vec::new()
+                        }
+                    };
                     for id in claimed {
                         running.insert(id);
                         let pipeline = pipeline.clone();
@@ -144,18 +155,28 @@ async fn dispatch(
                 }
             }
         }
+        // Running passes keep their leases alive (a third of the lease between renewals).
+        if !running.is_empty() && renewed.elapsed() >= lease / 3 {
+            renewed = Instant::now();
+            if let Err(e) = store.renew(running.iter().copied().collect(), lease).await {
+                warn!(error = %e, "Cannot renew incident leases.");
+            }
+        }
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(id) = done {
                     running.remove(&id);
+                    if let Err(e) = store.release(id).await {
+                        warn!(incident_id = %id, error = %e, "Cannot release the incident's lease; it expires by itself.");
+                    }
                     paused.insert(id, Instant::now() + PAUSE_AFTER_PASS);
                 }
             }
             _ = runner.wake.notified() => {}
             // Paused incidents become claimable again; a failing store is asked again.
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(500).min(lease / 3)) => {}
         }
     }
     info!(in_flight = tasks.len(), "Runner stopping; waiting for in-flight pipeline passes.");

@@ -2,13 +2,14 @@
 
 use std::path::PathBuf;
 
+use super::db::Error as Db;
 use crate::domain::{IncidentId, IncidentState};
 use crate::fault::Fault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Db(#[from] super::db::Error),
     #[error("incident {0} not found")]
     NotFound(IncidentId),
     #[error("incident {id} is {actual}, expected {expected}")]
@@ -21,6 +22,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("cannot create data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
+    /// A `store.*` setting is unusable.
+    #[error("{0}")]
+    Config(String),
     /// The disk is full or the database file cannot be written: nothing was stored; retry later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -29,15 +33,16 @@ pub enum StoreError {
 impl StoreError {
     pub fn fault(&self) -> Fault {
         match self {
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+            StoreError::Db(Db::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
                 if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
             {
                 Fault::Transient
             }
+            StoreError::Db(Db::Postgres(e)) if super::db::pg::is_retryable(e) => Fault::Transient,
             StoreError::Conflict { .. } => Fault::Refused,
             StoreError::Closed | StoreError::Unavailable(_) => Fault::Transient,
             e if e.is_storage_unavailable() => Fault::Transient,
-            StoreError::DataDir { .. } => Fault::Config,
+            StoreError::DataDir { .. } | StoreError::Config(_) => Fault::Config,
             _ => Fault::Bug,
         }
     }
@@ -49,7 +54,8 @@ impl StoreError {
     pub fn is_storage_unavailable(&self) -> bool {
         match self {
             StoreError::Unavailable(_) => true,
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+            StoreError::Db(Db::Postgres(e)) => super::db::pg::is_unavailable(e),
+            StoreError::Db(Db::Sqlite(rusqlite::Error::SqliteFailure(e, _))) => matches!(
                 e.code,
                 rusqlite::ErrorCode::DiskFull
                     | rusqlite::ErrorCode::SystemIoFailure
@@ -58,6 +64,12 @@ impl StoreError {
             ),
             _ => false,
         }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(Db::Sqlite(e))
     }
 }
 

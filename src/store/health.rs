@@ -4,8 +4,8 @@
 //! months), then deleted. History is served raw (where kept) or per 5 minutes or per hour, reading raw
 //! rows where they exist and the roll-ups before.
 
+use crate::store::db::{OptionalExtension, params};
 use chrono::{DateTime, DurationRound, Utc};
-use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError, parse_ts, ts};
 use crate::health::HostSample;
@@ -104,7 +104,7 @@ impl Store {
                 "SELECT {key}, AVG(cpu), AVG(memory), MAX(disk_max), AVG(load1), COUNT(*) FROM host_samples
                  WHERE host = ?1 AND at >= ?2 GROUP BY 1 ORDER BY 1"
             ))?;
-            let point = |r: &rusqlite::Row<'_>| {
+            let point = |r: &crate::store::db::Row| {
                 Ok(HistoryPoint {
                     at: r.get(0)?,
                     cpu_percent: r.get(1)?,
@@ -234,18 +234,19 @@ impl Store {
                         MIN(disk_max), AVG(disk_max), MAX(disk_max)
                  FROM host_samples WHERE at >= ?1 AND reachable = 1 GROUP BY host ORDER BY host",
             )?;
-            let triple = |r: &rusqlite::Row<'_>, i: usize| -> rusqlite::Result<Option<(f64, f64, f64)>> {
-                Ok(
-                    match (
-                        r.get::<_, Option<f64>>(i)?,
-                        r.get::<_, Option<f64>>(i + 1)?,
-                        r.get::<_, Option<f64>>(i + 2)?,
-                    ) {
-                        (Some(a), Some(b), Some(c)) => Some((a, b, c)),
-                        _ => None,
-                    },
-                )
-            };
+            let triple =
+                |r: &crate::store::db::Row, i: usize| -> Result<Option<(f64, f64, f64)>, crate::store::db::Error> {
+                    Ok(
+                        match (
+                            r.get::<_, Option<f64>>(i)?,
+                            r.get::<_, Option<f64>>(i + 1)?,
+                            r.get::<_, Option<f64>>(i + 2)?,
+                        ) {
+                            (Some(a), Some(b), Some(c)) => Some((a, b, c)),
+                            _ => None,
+                        },
+                    )
+                };
             let mut trends: Vec<HostTrend> = stmt
                 .query_map([ts(since)], |r| {
                     Ok(HostTrend {

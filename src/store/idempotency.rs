@@ -2,7 +2,7 @@
 //! `Idempotency-Key` gets the first call's answer, and the stage acts once. The key is claimed in the
 //! writer's transaction before acting, so two concurrent retries cannot both act.
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 use super::{Store, StoreError, ts};
 

@@ -12,9 +12,11 @@
 //! The single writer also makes the audit hash chain sequential without locks: the chain tip lives in
 //! the writer thread and is rolled back with the job when a job fails.
 
+pub mod db;
 mod error;
 pub mod health;
 pub mod idempotency;
+mod lease;
 mod model;
 pub mod probes;
 pub mod reports;
@@ -29,7 +31,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use db::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::audit::anchor::AuditAnchor;
@@ -53,6 +55,13 @@ pub(crate) const RUNNABLE: &str =
 pub struct StoreConfig {
     /// Directory for the database, memory, outbox and generated secrets.
     pub data_dir: PathBuf,
+    /// Empty: SQLite at `<data_dir>/medic.db` (one instance). `postgres://user:pass@host:port/db`: a
+    /// PostgreSQL database that several medic replicas share (see README, "Several replicas").
+    pub url: String,
+    /// How long a replica's claim on an incident lasts without renewal: after a replica dies, another
+    /// resumes its incidents this long after its last renewal.
+    #[serde(with = "humantime_serde")]
+    pub lease: std::time::Duration,
     /// SQLite `synchronous` level: "full" (survives power loss) or "normal" (survives process crashes).
     pub synchronous: Synchronous,
     /// Most write jobs grouped into one transaction (group commit).
@@ -63,10 +72,42 @@ pub struct StoreConfig {
     pub retention: std::time::Duration,
 }
 
+impl StoreConfig {
+    /// Which engine `url` names; anything but empty or `postgres://…` is refused, naming the key.
+    fn target(&self) -> Result<Target, StoreError> {
+        let url = self.url.trim();
+        if url.is_empty() {
+            Ok(Target::Sqlite(self.data_dir.join("medic.db")))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Target::Postgres(url.to_string()))
+        } else {
+            Err(StoreError::Config(
+                "store.url must be empty (SQLite in data_dir) or postgres://user:password@host:port/database".into(),
+            ))
+        }
+    }
+
+    /// True when replicas share a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    /// Checks `store.*` without connecting (for start-up and `check-config`).
+    pub fn validate(&self) -> Result<(), String> {
+        self.target().map(|_| ()).map_err(|e| e.to_string())?;
+        if self.lease < std::time::Duration::from_secs(1) {
+            return Err("store.lease must be at least 1s".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
+            url: String::new(),
+            lease: std::time::Duration::from_secs(30),
             synchronous: Synchronous::Full,
             max_batch: 256,
             retention: std::time::Duration::from_secs(30 * 24 * 3600),
@@ -82,7 +123,7 @@ pub enum Synchronous {
 }
 
 pub use schema::audit_rows_read_only;
-use schema::{check_anchor, load_tip, migrate, open_connection, read_audit_rows};
+use schema::{Target, check_anchor, load_tip, migrate, open_connection, read_audit_rows};
 use writer::{AnyBox, Job, JobFn, writer_loop};
 
 /// The database handle. Cheap to clone.
@@ -94,7 +135,9 @@ pub struct Store {
 struct Inner {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     readers: Mutex<Vec<Connection>>,
+    target: Target,
     path: PathBuf,
+    replica: String,
     writer_alive: Arc<AtomicBool>,
     anchor: Arc<AuditAnchor>,
 }
@@ -126,9 +169,16 @@ impl Store {
                 .map_err(|source| StoreError::DataDir { path: secrets.file("audit_key"), source })?,
         );
         let path = config.data_dir.join("medic.db");
-        let conn = open_connection(&path, config.synchronous, false)?;
-        crate::secrets::make_db_private(&path);
+        let target = config.target()?;
+        let conn = open_connection(&target, config.synchronous, false)?;
+        if matches!(target, Target::Sqlite(_)) {
+            crate::secrets::make_db_private(&path);
+        }
         migrate(&conn)?;
+        if conn.sqlite().is_some() {
+            // One process owns a SQLite file: leases left by the previous run are void.
+            conn.execute("DELETE FROM leases", [])?;
+        }
         let mut chain = load_tip(&conn)?;
         check_anchor(&conn, &mut chain, &anchor)?;
         let (tx, rx) = mpsc::channel::<Job>();
@@ -147,7 +197,13 @@ impl Store {
             inner: Arc::new(Inner {
                 jobs: Mutex::new(Some(tx)),
                 readers: Mutex::new(Vec::new()),
+                target,
                 path,
+                replica: format!(
+                    "{}/{}",
+                    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "medic".into()),
+                    uuid::Uuid::new_v4()
+                ),
                 writer_alive,
                 anchor,
             }),
@@ -297,12 +353,18 @@ impl Store {
     /// with their monitor keys, oldest first.
     /// The oldest `limit` incidents the pipeline can move on (open, not parked, not waiting for a
     /// human), by an index over exactly those: the runner's claim query.
+    /// Incidents another replica holds a live lease on are left out.
     pub async fn next_runnable(&self, limit: usize) -> Result<Vec<IncidentId>, StoreError> {
+        let me = self.inner.replica.clone();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT id FROM incidents INDEXED BY incidents_runnable WHERE {RUNNABLE} ORDER BY opened_at LIMIT ?1"
+                "SELECT id FROM incidents INDEXED BY incidents_runnable WHERE {RUNNABLE}
+                   AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.incident_id = incidents.id AND l.owner != ?2 AND l.until >= ?3)
+                 ORDER BY opened_at LIMIT ?1"
             ))?;
-            let ids = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            let ids = stmt
+                .query_map(params![limit as i64, me, ts(Utc::now())], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
             ids.into_iter().map(|id| id.parse().map_err(|e: uuid::Error| StoreError::Corrupt(e.to_string()))).collect()
         })
         .await
@@ -449,11 +511,11 @@ impl Inner {
         let pooled = self.readers.lock().expect("readers lock poisoned").pop();
         let conn = match pooled {
             Some(conn) => conn,
-            None => open_connection(&self.path, Synchronous::Normal, true)?,
+            None => open_connection(&self.target, Synchronous::Normal, true)?,
         };
         let result = f(&conn);
         let mut readers = self.readers.lock().expect("readers lock poisoned");
-        if readers.len() < 8 {
+        if readers.len() < 8 && !conn.is_broken() {
             readers.push(conn);
         }
         result

@@ -1,7 +1,7 @@
 //! The store's read model: incidents as the API and the pipeline see them, and the queries behind them.
 
+use crate::store::db::{Connection, Row, params};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, Row, params};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -91,7 +91,7 @@ fn corrupt<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-pub(super) fn from_row(row: &Row<'_>) -> Result<IncidentRecord, StoreError> {
+pub(super) fn from_row(row: &Row) -> Result<IncidentRecord, StoreError> {
     let id: String = row.get(0)?;
     let source: String = row.get(1)?;
     let monitor_json: String = row.get(3)?;
@@ -153,7 +153,7 @@ pub(crate) fn list_incidents(conn: &Connection, filter: &IncidentFilter) -> Resu
     let limit = if filter.limit == 0 { 100 } else { filter.limit.min(1000) } as i64;
     // One statement per filter shape, so each uses its index (newest first, no sort, no full scan).
     let state = filter.state.map(|s| s.as_str().to_string());
-    let (clause, args): (&str, Vec<&dyn rusqlite::ToSql>) = match (&state, &filter.service) {
+    let (clause, args): (&str, Vec<&dyn crate::store::db::ToValue>) = match (&state, &filter.service) {
         (None, None) => ("", vec![&limit]),
         (Some(state), None) => ("WHERE state = ?2", vec![&limit, state]),
         (None, Some(service)) => ("WHERE service_name = ?2", vec![&limit, service]),
@@ -190,7 +190,7 @@ pub(crate) fn audit_events(
 /// The columns every audit read selects, in [`audit_event`]'s order.
 pub(super) const AUDIT_COLUMNS: &str = "seq, time, incident_id, actor, kind, details, prev_hash, hash, mac";
 
-pub(super) fn audit_event(row: &Row<'_>) -> Result<AuditEvent, StoreError> {
+pub(super) fn audit_event(row: &Row) -> Result<AuditEvent, StoreError> {
     let details: String = row.get(5)?;
     Ok(AuditEvent {
         seq: row.get(0)?,

@@ -5,8 +5,8 @@
 //! the largest of their 95th percentiles: an upper bound). Uptime and latency figures read raw samples
 //! where they exist and buckets before that.
 
+use crate::store::db::{Connection, OptionalExtension, params};
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError, parse_ts, ts};
 use crate::probe::ProbeSettings;

@@ -2,9 +2,9 @@
 //! series, the audit log by filter, an incident's approvals and messages, and the last host checks.
 //! Plain SQL over the same tables (timestamps are RFC 3339 UTC text, so text order is time order).
 
+use crate::store::db::Value as Sql;
+use crate::store::db::{Connection, params, params_from_iter};
 use chrono::{DateTime, Duration, Utc};
-use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, params, params_from_iter};
 
 use super::model::{AUDIT_COLUMNS, COLUMNS, audit_event, from_row};
 use super::{IncidentRecord, StoreError, ts};

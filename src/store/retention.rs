@@ -9,8 +9,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::store::db::params;
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 
 use super::{Store, StoreError, ts};
 

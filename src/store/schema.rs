@@ -4,7 +4,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::OpenFlags;
+
+use super::db::{Connection, OptionalExtension, pg};
 
 use super::Synchronous;
 use super::{StoreError, WriteCtx};
@@ -15,13 +17,27 @@ use crate::domain::Actor;
 const SCHEMA: &str = include_str!("schema.sql");
 pub(super) const SCHEMA_VERSION: i64 = 2;
 
-pub(super) fn open_connection(path: &Path, sync: Synchronous, read_only: bool) -> Result<Connection, StoreError> {
+/// Where the store lives: a SQLite file, or a PostgreSQL database shared by replicas.
+#[derive(Debug, Clone)]
+pub(super) enum Target {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+pub(super) fn open_connection(target: &Target, sync: Synchronous, read_only: bool) -> Result<Connection, StoreError> {
+    match target {
+        Target::Sqlite(path) => Ok(Connection::from_sqlite(open_sqlite(path, sync, read_only)?)),
+        Target::Postgres(url) => Ok(Connection::open_postgres(url)?),
+    }
+}
+
+fn open_sqlite(path: &Path, sync: Synchronous, read_only: bool) -> Result<rusqlite::Connection, StoreError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = Connection::open_with_flags(path, flags)?;
+    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -35,8 +51,23 @@ pub(super) fn open_connection(path: &Path, sync: Synchronous, read_only: bool) -
     Ok(conn)
 }
 
+/// Every table's `CREATE` statements, in SQLite's dialect (PostgreSQL's are derived by [`pg::schema`]).
+fn schema_text() -> String {
+    [SCHEMA, super::probes::SCHEMA, super::health::SCHEMA, super::idempotency::SCHEMA, super::lease::SCHEMA].join("\n")
+}
+
+/// The advisory lock that serialises migrations between replicas starting together.
+const MIGRATION_LOCK: i64 = 0x6d65_6469_6301;
+
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let Some(sqlite) = conn.sqlite() else {
+        // PostgreSQL: one replica migrates, the others wait on the lock, then find the version current.
+        conn.query_row("SELECT pg_advisory_lock(?1)", [MIGRATION_LOCK], |_| Ok(()))?;
+        let result = migrate_postgres(conn);
+        conn.query_row("SELECT pg_advisory_unlock(?1)", [MIGRATION_LOCK], |_| Ok(()))?;
+        return result;
+    };
+    let version: i64 = sqlite.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::Corrupt(format!(
             "database schema version {version} is newer than this medic ({SCHEMA_VERSION})"
@@ -45,7 +76,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if version == 1 {
         // v2: approvals bound to action, request, host, service and verdict; audit rows carry a MAC.
         // Links issued before are unbound: they are closed, and their incidents are asked again.
-        conn.execute_batch(
+        sqlite.execute_batch(
             "ALTER TABLE approvals ADD COLUMN action TEXT NOT NULL DEFAULT 'either';
              ALTER TABLE approvals ADD COLUMN request_id TEXT;
              ALTER TABLE approvals ADD COLUMN host TEXT;
@@ -59,11 +90,27 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
              UPDATE outbox SET body = '' WHERE sent_at IS NOT NULL;",
         )?;
     }
-    conn.execute_batch(SCHEMA)?;
-    conn.execute_batch(super::probes::SCHEMA)?;
-    conn.execute_batch(super::health::SCHEMA)?;
-    conn.execute_batch(super::idempotency::SCHEMA)?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    sqlite.execute_batch(&schema_text())?;
+    sqlite.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}
+
+/// PostgreSQL starts at the current version (there is no v1 there); later versions add steps here.
+fn migrate_postgres(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS medic_schema (version BIGINT NOT NULL)")?;
+    let version: Option<i64> = conn.query_row("SELECT MAX(version) FROM medic_schema", [], |r| r.get(0))?;
+    if let Some(v) = version
+        && v > SCHEMA_VERSION
+    {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {v} is newer than this medic ({SCHEMA_VERSION})"
+        )));
+    }
+    conn.execute_batch(&pg::schema(&schema_text()))?;
+    if version != Some(SCHEMA_VERSION) {
+        conn.execute("DELETE FROM medic_schema", [])?;
+        conn.execute("INSERT INTO medic_schema (version) VALUES (?1)", [SCHEMA_VERSION])?;
+    }
     Ok(())
 }
 
@@ -74,8 +121,8 @@ pub fn audit_rows_read_only(data_dir: &Path) -> Result<Vec<StoredRow>, StoreErro
     if !path.exists() {
         return Err(StoreError::Corrupt(format!("{} does not exist", path.display())));
     }
-    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    read_audit_rows(&conn)
+    let conn = rusqlite::Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    read_audit_rows(&Connection::from_sqlite(conn))
 }
 
 pub(super) fn read_audit_rows(conn: &Connection) -> Result<Vec<StoredRow>, StoreError> {
@@ -130,7 +177,7 @@ pub(super) fn check_anchor(conn: &Connection, chain: &mut ChainTip, anchor: &Aud
             problem,
             "Audit chain does not match its anchor."
         );
-        conn.execute_batch("BEGIN IMMEDIATE")?;
+        super::writer::begin(conn, chain)?;
         let mut ctx = WriteCtx { conn, chain, anchor, now: Utc::now() };
         let database_seq = ctx.chain.seq;
         let record = AuditRecord::AuditAnchorMismatch {

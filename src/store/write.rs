@@ -1,8 +1,8 @@
 //! What a write job can do inside its transaction: ingest alerts, move incidents, append timeline and
 //! audit events, record actions, costs and settings.
 
+use crate::store::db::{Connection, OptionalExtension, params};
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::model;
@@ -154,9 +154,9 @@ impl WriteCtx<'_> {
         exit_code: Option<i32>,
         duration_ms: u64,
     ) -> Result<i64, StoreError> {
-        self.conn.execute(
+        Ok(self.conn.query_row(
             "INSERT INTO actions (at, incident_id, host, service, action_key, argv_json, automatic, outcome, exit_code, duration_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
             params![
                 ts(self.now),
                 incident.to_string(),
@@ -169,8 +169,8 @@ impl WriteCtx<'_> {
                 exit_code,
                 duration_ms as i64
             ],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+            |r| r.get(0),
+        )?)
     }
 
     pub fn set_action_result(

@@ -7,8 +7,8 @@
 use std::any::Any;
 use std::sync::mpsc;
 
+use super::db::{Connection, Engine};
 use chrono::Utc;
-use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::{StoreError, WriteCtx};
@@ -73,7 +73,9 @@ pub(super) fn writer_loop(
         run_batch(&conn, &mut chain, rest, anchor);
     }
     head.flush(&chain);
-    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    if let Some(sqlite) = conn.sqlite() {
+        let _ = sqlite.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
     drop(conn);
     if let Some(done) = shutdown {
         let _ = done.send(());
@@ -118,14 +120,14 @@ type Reply = oneshot::Sender<Result<AnyBox, StoreError>>;
 type BatchItem = (JobFn, Reply);
 
 fn run_batch(conn: &Connection, chain: &mut ChainTip, batch: Vec<BatchItem>, anchor: &AuditAnchor) {
-    let chain_at_start = chain.clone();
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = begin(conn, chain) {
         let message = e.to_string();
         for (_, reply) in batch {
             let _ = reply.send(Err(StoreError::Unavailable(format!("cannot begin a transaction: {message}"))));
         }
         return;
     }
+    let chain_at_start = chain.clone();
     let now = Utc::now();
     let mut results: Vec<(Reply, Result<AnyBox, StoreError>)> = Vec::with_capacity(batch.len());
     for (run, reply) in batch {
@@ -161,5 +163,34 @@ fn run_batch(conn: &Connection, chain: &mut ChainTip, batch: Vec<BatchItem>, anc
     }
     for (reply, result) in results {
         let _ = reply.send(result);
+    }
+}
+
+/// The advisory lock every replica's write transaction takes on PostgreSQL.
+const WRITE_LOCK: i64 = 0x6d65_6469_6302;
+
+/// Opens a write transaction. On PostgreSQL every replica's writes queue on one advisory lock, and the
+/// chain's tip is read again under it: the audit log stays one chain, and each write job sees what the
+/// one before it committed, on whichever replica (the same guarantee as SQLite's single writer).
+pub(super) fn begin(conn: &Connection, chain: &mut ChainTip) -> Result<(), StoreError> {
+    match conn.engine() {
+        Engine::Sqlite => Ok(conn.execute_batch("BEGIN IMMEDIATE")?),
+        Engine::Postgres => {
+            conn.execute_batch("BEGIN")?;
+            let locked = conn
+                .query_row("SELECT pg_advisory_xact_lock(?1)", [WRITE_LOCK], |_| Ok(()))
+                .map_err(StoreError::from)
+                .and_then(|()| super::schema::load_tip(conn));
+            match locked {
+                Ok(tip) => {
+                    *chain = tip;
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(e)
+                }
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@
 
 use std::sync::Arc;
 
+use crate::store::db::Connection;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -27,7 +28,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use rusqlite::Connection;
 
 use super::AppState;
 use super::auth::Authorized;

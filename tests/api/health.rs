@@ -231,7 +231,7 @@ async fn host_history_rolls_up_and_keeps_every_sample_counted() {
                 ctx.conn().execute(
                     "INSERT INTO host_samples (host, at, reachable, cpu, memory, disk_max, load1, sample_json)
                      VALUES ('web1', ?1, 1, 50.0, 40.0, ?2, 1.0, '{}')",
-                    rusqlite::params![medic::audit::format_time(at), if k == 500 { 99.0 } else { 60.0 }],
+                    medic::store::db::params![medic::audit::format_time(at), if k == 500 { 99.0 } else { 60.0 }],
                 )?;
             }
             Ok(())

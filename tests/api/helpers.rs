@@ -27,6 +27,9 @@ pub fn test_settings(dir: &Path) -> Settings {
     let mut settings = Settings::default();
     settings.server.bind = "127.0.0.1:0".parse().unwrap();
     settings.store.data_dir = dir.to_path_buf();
+    if crate::postgres::selected() {
+        settings.store.url = crate::postgres::database_for(dir);
+    }
     settings.auth.token = Some(medic::config::Secret::new(TOKEN));
     settings.pipeline.retry_backoff = Duration::from_millis(20);
     settings

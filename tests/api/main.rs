@@ -24,6 +24,7 @@ mod model_front;
 mod n8n;
 mod notify;
 mod openapi;
+mod postgres;
 mod probes;
 mod process;
 mod real_model;

@@ -161,7 +161,7 @@ async fn probe_history_rolls_up_into_buckets_without_changing_uptime() {
                 let ok = !(at >= failing_from && at < failing_to);
                 ctx.conn().execute(
                     "INSERT INTO probe_samples (probe, at, ok, latency_ms, state, detail) VALUES ('p', ?1, ?2, ?3, 'up', '')",
-                    rusqlite::params![medic::audit::format_time(at), ok, 10.0 + (k % 7) as f64],
+                    medic::store::db::params![medic::audit::format_time(at), ok, 10.0 + (k % 7) as f64],
                 )?;
             }
             Ok(())
