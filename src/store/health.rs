@@ -4,7 +4,7 @@
 //! months), then deleted. History is served raw (where kept) or per 5 minutes or per hour, reading raw
 //! rows where they exist and the roll-ups before.
 
-use crate::store::db::{OptionalExtension, params};
+use super::db::{Connection, Engine, OptionalExtension, params};
 use chrono::{DateTime, DurationRound, Utc};
 
 use super::{Store, StoreError, parse_ts, ts};
@@ -37,10 +37,16 @@ CREATE TABLE IF NOT EXISTS host_rollups (
 ";
 
 /// `column` (a stored time) → the start of its bucket of `seconds`, in the stored format.
-fn bucket_sql(column: &str, seconds: i64) -> String {
-    format!(
-        "strftime('%Y-%m-%dT%H:%M:%S.000Z', (CAST(strftime('%s', {column}) AS INTEGER) / {seconds}) * {seconds}, 'unixepoch')"
-    )
+fn bucket_sql(conn: &Connection, column: &str, seconds: i64) -> String {
+    match conn.engine() {
+        Engine::Sqlite => format!(
+            "strftime('%Y-%m-%dT%H:%M:%S.000Z', (CAST(strftime('%s', {column}) AS INTEGER) / {seconds}) * {seconds}, 'unixepoch')"
+        ),
+        Engine::Postgres => format!(
+            "to_char(to_timestamp(floor(extract(epoch FROM ({column})::timestamptz) / {seconds}) * {seconds}) AT TIME ZONE 'UTC',
+                     'YYYY-MM-DD\"T\"HH24:MI:SS.000\"Z\"')"
+        ),
+    }
 }
 
 /// One point of a host's history (averages over the bucket; maxima for the disk).
@@ -99,7 +105,7 @@ impl Store {
         bucket_seconds: i64,
     ) -> Result<Vec<HistoryPoint>, StoreError> {
         self.read(move |conn| {
-            let key = if bucket_seconds == 0 { "at".to_string() } else { bucket_sql("at", bucket_seconds) };
+            let key = if bucket_seconds == 0 { "at".to_string() } else { bucket_sql(conn, "at", bucket_seconds) };
             let mut stmt = conn.prepare(&format!(
                 "SELECT {key}, AVG(cpu), AVG(memory), MAX(disk_max), AVG(load1), COUNT(*) FROM host_samples
                  WHERE host = ?1 AND at >= ?2 GROUP BY 1 ORDER BY 1"
@@ -123,12 +129,12 @@ impl Store {
                 .query_row("SELECT MIN(at) FROM host_samples WHERE host = ?1", [&host], |r| r.get(0))
                 .optional()?
                 .flatten();
-            let key = bucket_sql("bucket", bucket_seconds);
+            let key = bucket_sql(conn, "bucket", bucket_seconds);
             let mut stmt = conn.prepare(&format!(
                 "SELECT {key}, SUM(cpu * samples) / SUM(samples), SUM(memory * samples) / SUM(samples), MAX(disk_max),
                         SUM(load1 * samples) / SUM(samples), SUM(samples)
                  FROM host_rollups WHERE host = ?1 AND bucket >= ?2 AND (?3 IS NULL OR bucket < ?3)
-                   AND resolution <= MAX(?4, 300)
+                   AND resolution <= CASE WHEN ?4 > 300 THEN ?4 ELSE 300 END
                  GROUP BY 1 ORDER BY 1"
             ))?;
             let mut out: Vec<HistoryPoint> =
@@ -158,29 +164,30 @@ impl Store {
         );
         self.write(move |ctx| {
             let conn = ctx.conn();
-            let upsert = "ON CONFLICT(host, resolution, bucket) DO UPDATE SET
-                 cpu = (COALESCE(cpu, 0) * samples + COALESCE(excluded.cpu, 0) * excluded.samples) / (samples + excluded.samples),
-                 memory = (COALESCE(memory, 0) * samples + COALESCE(excluded.memory, 0) * excluded.samples) / (samples + excluded.samples),
-                 disk_max = MAX(COALESCE(disk_max, 0), COALESCE(excluded.disk_max, 0)),
-                 load1 = (COALESCE(load1, 0) * samples + COALESCE(excluded.load1, 0) * excluded.samples) / (samples + excluded.samples),
-                 samples = samples + excluded.samples";
+            let greatest = conn.greatest();
+            let upsert = format!("ON CONFLICT(host, resolution, bucket) DO UPDATE SET
+                 cpu = (COALESCE(h.cpu, 0) * h.samples + COALESCE(excluded.cpu, 0) * excluded.samples) / (h.samples + excluded.samples),
+                 memory = (COALESCE(h.memory, 0) * h.samples + COALESCE(excluded.memory, 0) * excluded.samples) / (h.samples + excluded.samples),
+                 disk_max = {greatest}(COALESCE(h.disk_max, 0), COALESCE(excluded.disk_max, 0)),
+                 load1 = (COALESCE(h.load1, 0) * h.samples + COALESCE(excluded.load1, 0) * excluded.samples) / (h.samples + excluded.samples),
+                 samples = h.samples + excluded.samples");
             conn.execute(
                 &format!(
-                    "INSERT INTO host_rollups (host, resolution, bucket, samples, cpu, memory, disk_max, load1)
+                    "INSERT INTO host_rollups AS h (host, resolution, bucket, samples, cpu, memory, disk_max, load1)
                      SELECT host, 300, {}, COUNT(*), AVG(cpu), AVG(memory), MAX(disk_max), AVG(load1)
                      FROM host_samples WHERE at < ?1 GROUP BY host, 3 {upsert}",
-                    bucket_sql("at", 300)
+                    bucket_sql(conn, "at", 300)
                 ),
                 [&raw_cut],
             )?;
             conn.execute("DELETE FROM host_samples WHERE at < ?1", [&raw_cut])?;
             conn.execute(
                 &format!(
-                    "INSERT INTO host_rollups (host, resolution, bucket, samples, cpu, memory, disk_max, load1)
+                    "INSERT INTO host_rollups AS h (host, resolution, bucket, samples, cpu, memory, disk_max, load1)
                      SELECT host, 3600, {}, SUM(samples), SUM(cpu * samples) / SUM(samples),
                             SUM(memory * samples) / SUM(samples), MAX(disk_max), SUM(load1 * samples) / SUM(samples)
                      FROM host_rollups WHERE resolution = 300 AND bucket < ?1 GROUP BY host, 3 {upsert}",
-                    bucket_sql("bucket", 3600)
+                    bucket_sql(conn, "bucket", 3600)
                 ),
                 [&five_cut],
             )?;

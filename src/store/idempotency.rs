@@ -34,7 +34,8 @@ impl Store {
         self.write(move |ctx| {
             let now = ts(ctx.now());
             let inserted = ctx.conn().execute(
-                "INSERT OR IGNORE INTO idempotency_keys (key, route, status, response, created_at) VALUES (?1, ?2, 0, '', ?3)",
+                "INSERT INTO idempotency_keys (key, route, status, response, created_at) VALUES (?1, ?2, 0, '', ?3)
+                 ON CONFLICT DO NOTHING",
                 params![key, route, now],
             )?;
             if inserted == 1 {

@@ -96,12 +96,12 @@ fn roll_up(conn: &Connection, now: DateTime<Utc>, settings: &ProbeSettings) -> R
         lat.sort_by(f64::total_cmp);
         let ok = values.iter().filter(|v| v.0).count() as i64;
         conn.execute(
-            "INSERT INTO probe_rollups (probe, resolution, bucket, samples, ok, latency_sum, latency_max, p50, p95)
+            &format!("INSERT INTO probe_rollups AS r (probe, resolution, bucket, samples, ok, latency_sum, latency_max, p50, p95)
              VALUES (?1, 300, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT(probe, resolution, bucket) DO UPDATE SET
-               samples = samples + excluded.samples, ok = ok + excluded.ok,
-               latency_sum = latency_sum + excluded.latency_sum, latency_max = MAX(latency_max, excluded.latency_max),
-               p50 = excluded.p50, p95 = MAX(p95, excluded.p95)",
+               samples = r.samples + excluded.samples, ok = r.ok + excluded.ok,
+               latency_sum = r.latency_sum + excluded.latency_sum, latency_max = {g}(r.latency_max, excluded.latency_max),
+               p50 = excluded.p50, p95 = {g}(r.p95, excluded.p95)", g = conn.greatest()),
             params![
                 probe,
                 bucket,
@@ -117,14 +117,14 @@ fn roll_up(conn: &Connection, now: DateTime<Utc>, settings: &ProbeSettings) -> R
     conn.execute("DELETE FROM probe_samples WHERE at < ?1", [&raw_cut])?;
     let five_cut = ts(bucket_of(cutoff(now, settings.five_minute_retention), 3600));
     conn.execute(
-        "INSERT INTO probe_rollups (probe, resolution, bucket, samples, ok, latency_sum, latency_max, p50, p95)
+        &format!("INSERT INTO probe_rollups AS r (probe, resolution, bucket, samples, ok, latency_sum, latency_max, p50, p95)
          SELECT probe, 3600, substr(bucket, 1, 13) || ':00:00.000Z', SUM(samples), SUM(ok), SUM(latency_sum),
                 MAX(latency_max), SUM(p50 * samples) / SUM(samples), MAX(p95)
          FROM probe_rollups WHERE resolution = 300 AND bucket < ?1 GROUP BY probe, substr(bucket, 1, 13)
          ON CONFLICT(probe, resolution, bucket) DO UPDATE SET
-           samples = samples + excluded.samples, ok = ok + excluded.ok,
-           latency_sum = latency_sum + excluded.latency_sum, latency_max = MAX(latency_max, excluded.latency_max),
-           p50 = excluded.p50, p95 = MAX(p95, excluded.p95)",
+           samples = r.samples + excluded.samples, ok = r.ok + excluded.ok,
+           latency_sum = r.latency_sum + excluded.latency_sum, latency_max = {g}(r.latency_max, excluded.latency_max),
+           p50 = excluded.p50, p95 = {g}(r.p95, excluded.p95)", g = conn.greatest()),
         [&five_cut],
     )?;
     conn.execute("DELETE FROM probe_rollups WHERE resolution = 300 AND bucket < ?1", [&five_cut])?;

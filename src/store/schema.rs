@@ -204,3 +204,10 @@ pub(super) fn load_tip(conn: &Connection) -> Result<ChainTip, StoreError> {
         .optional()?;
     Ok(tip.unwrap_or_else(ChainTip::genesis))
 }
+#[cfg(test)]
+mod tmp_tests {
+    #[test]
+    fn dump_pg_schema() {
+        std::fs::write("/tmp/pg_schema.sql", super::pg::schema(&super::schema_text())).unwrap();
+    }
+}

@@ -134,19 +134,31 @@ pub fn snapshot(conn: &Connection) -> Result<Snapshot, StoreError> {
         (
             "medic_model_tokens_in",
             "Prompt tokens sent to models",
-            audit("model_call", &["level", "provider"], "COALESCE(SUM(json_extract(details, '$.tokens_in')), 0)"),
+            audit(
+                "model_call",
+                &["level", "provider"],
+                "COALESCE(SUM(CAST(json_extract(details, '$.tokens_in') AS REAL)), 0)",
+            ),
             &["level", "provider"],
         ),
         (
             "medic_model_tokens_out",
             "Reply tokens received from models",
-            audit("model_call", &["level", "provider"], "COALESCE(SUM(json_extract(details, '$.tokens_out')), 0)"),
+            audit(
+                "model_call",
+                &["level", "provider"],
+                "COALESCE(SUM(CAST(json_extract(details, '$.tokens_out') AS REAL)), 0)",
+            ),
             &["level", "provider"],
         ),
         (
             "medic_model_cost_usd",
             "Model spend in US dollars",
-            audit("model_call", &["level", "provider"], "COALESCE(SUM(json_extract(details, '$.cost')), 0)"),
+            audit(
+                "model_call",
+                &["level", "provider"],
+                "COALESCE(SUM(CAST(json_extract(details, '$.cost') AS REAL)), 0)",
+            ),
             &["level", "provider"],
         ),
         (
@@ -218,7 +230,7 @@ pub fn snapshot(conn: &Connection) -> Result<Snapshot, StoreError> {
         "From a fix command's end to its verification's result",
         observations(
             conn,
-            "SELECT CASE json_extract(v.details, '$.verified') WHEN 1 THEN 'true' ELSE 'false' END,
+            "SELECT CASE WHEN CAST(json_extract(v.details, '$.verified') AS TEXT) IN ('1', 'true') THEN 'true' ELSE 'false' END,
                     (julianday(v.time) - julianday(c.time)) * 86400.0
              FROM audit v JOIN audit c ON c.seq = (SELECT MAX(seq) FROM audit x WHERE x.incident_id = v.incident_id
                  AND x.kind = 'command_executed' AND x.seq < v.seq)
@@ -232,7 +244,7 @@ pub fn snapshot(conn: &Connection) -> Result<Snapshot, StoreError> {
         observations(
             conn,
             "SELECT json_extract(data_json, '$.level'), json_extract(data_json, '$.provider'),
-                    COALESCE(json_extract(data_json, '$.duration_ms'), 0) / 1000.0
+                    COALESCE(CAST(json_extract(data_json, '$.duration_ms') AS REAL), 0) / 1000.0
              FROM timeline WHERE kind = 'model_call'",
             &["level", "provider"],
         )?,

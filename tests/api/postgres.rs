@@ -15,6 +15,8 @@ use crate::sshd::free_port;
 pub struct Cluster {
     pub port: u16,
     _dir: PathBuf,
+    _server: std::process::Child,
+    _watchdog: std::process::Child,
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -88,7 +90,7 @@ pub fn cluster() -> &'static Cluster {
         .spawn()
         .expect("postgres starts");
         // The server outlives nothing: a watchdog stops it when this test process exits.
-        Command::new("sh")
+        let watchdog = Command::new("sh")
             .arg("-c")
             .arg(format!(
                 "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -INT {pg} 2>/dev/null; sleep 3; rm -rf {dir}",
@@ -109,7 +111,7 @@ pub fn cluster() -> &'static Cluster {
             assert!(Instant::now() < deadline, "PostgreSQL did not start; see {}/server.log", dir.display());
             std::thread::sleep(Duration::from_millis(100));
         }
-        Cluster { port, _dir: dir }
+        Cluster { port, _dir: dir, _server: server, _watchdog: watchdog }
     })
 }
 
