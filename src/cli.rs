@@ -49,6 +49,9 @@ pub enum Command {
     /// Console operators.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Copy an installation between stores (SQLite → PostgreSQL for replicas).
+    #[command(subcommand)]
+    Store(crate::store::migrate::StoreCommand),
     /// Check what medic depends on (data dir, database, hosts, models, SMTP, Qdrant, chat webhooks),
     /// changing and sending nothing. Exit 0 all ok, 1 warnings, 2 a failure.
     Doctor,
@@ -246,7 +249,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit(AuditCommand::Verify) => {
             let (settings, _) = load_settings(cli.config.as_deref())?;
-            audit_verify(&settings.store.data_dir)
+            audit_verify(&settings.store)
         }
         Command::Audit(AuditCommand::Export { since, incident, output }) => {
             let (settings, _) = load_settings(cli.config.as_deref())?;
@@ -255,6 +258,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Hooks(HooksCommand::Replay { file, url, token }) => replay(&file, &url, token.as_deref()).await,
         Command::Users(UsersCommand::Add { name }) => users_add(&name),
+        Command::Store(cmd) => crate::store::migrate::run(cmd),
         Command::Doctor => {
             let (settings, source) = load_settings(cli.config.as_deref())?;
             Ok(ExitCode::from(match crate::doctor::run(&settings, &source).await {
@@ -472,8 +476,9 @@ async fn incidents(cmd: IncidentsCommand, store: &Store) -> anyhow::Result<ExitC
 
 /// `medic audit verify`: the chain, each row's MAC and the head outside the database, read without
 /// opening the store for writing (start-up would record a mismatch and move the head on).
-fn audit_verify(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let rows = crate::store::audit_rows_read_only(data_dir)?;
+fn audit_verify(store: &crate::store::StoreConfig) -> anyhow::Result<ExitCode> {
+    let data_dir = &store.data_dir;
+    let rows = crate::store::audit_rows_read_only(store)?;
     let secrets = crate::secrets::SecretsDir::open(data_dir).context("cannot open <data_dir>/secrets")?;
     let anchor = crate::audit::anchor::AuditAnchor::open(&secrets).context("cannot read the audit key")?;
     let mismatches: Vec<_> = rows.iter().filter(|r| r.kind == "audit_anchor_mismatch").map(|r| r.seq).collect();

@@ -223,6 +223,13 @@ impl Application {
             settings.pipeline.external_sources.clone(),
         );
         let health_alerts = crate::health::Alerts::default();
+        let probes = crate::probe::specs(&settings.probes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Replicas sharing a database take turns: one at a time probes and checks hosts.
+        let watching = if (settings.health.enabled && !inventory.is_empty()) || !probes.is_empty() {
+            store.leader("watch", settings.store.lease, shutdown.clone()).await
+        } else {
+            crate::store::Leader::alone()
+        };
         if settings.health.enabled && !inventory.is_empty() {
             let watcher = crate::health::Watcher {
                 config: settings.health.clone(),
@@ -232,10 +239,10 @@ impl Application {
                 store: store.clone(),
                 intake: intake.clone(),
                 alerts: health_alerts.clone(),
+                leader: watching.clone(),
             };
             background.push(tokio::spawn(watcher.run(shutdown.clone())));
         }
-        let probes = crate::probe::specs(&settings.probes).map_err(|e| anyhow::anyhow!("{e}"))?;
         if !probes.is_empty() {
             info!(n_probes = probes.len(), "Starting probes.");
             let prober = crate::probe::Prober {
@@ -243,6 +250,7 @@ impl Application {
                 settings: settings.probe.clone(),
                 store: store.clone(),
                 intake: intake.clone(),
+                leader: watching.clone(),
             };
             background.push(tokio::spawn(prober.run(shutdown.clone())));
         }

@@ -412,6 +412,8 @@ pub struct Watcher {
     pub store: Store,
     pub intake: Intake,
     pub alerts: Alerts,
+    /// Only the replica holding the "watch" role samples hosts.
+    pub leader: crate::store::Leader,
 }
 
 impl Watcher {
@@ -419,7 +421,9 @@ impl Watcher {
         let mut cpu: HashMap<String, (u64, u64)> = HashMap::new();
         let mut rolled_at: Option<std::time::Instant> = None;
         loop {
-            for host in self.inventory.hosts() {
+            // Another replica holds the "watch" role: it samples the hosts.
+            let hosts = if self.leader.is_leader() { self.inventory.hosts() } else { &[] };
+            for host in hosts {
                 let Some((s, times)) = sample(host, &self.gate, &self.transports, cpu.get(&host.name).copied()).await
                 else {
                     continue;

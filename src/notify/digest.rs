@@ -216,6 +216,33 @@ pub async fn watch(store: &Store, since: chrono::DateTime<Utc>) -> Result<Watch,
     Ok(Watch { hosts: store.host_trends(since).await?, probes, containers: store.top_containers(since, 5).await? })
 }
 
+/// Queues today's report unless it was queued already: the check and the queueing are one write, so
+/// replicas sharing a database send it once.
+async fn send_once_today(store: &Store, notifier: &Notifier) -> Result<usize, String> {
+    let rows = build(store, notifier).await?;
+    let day = Utc::now().format("%Y-%m-%d").to_string();
+    let n = store
+        .write(move |ctx| {
+            use crate::store::db::OptionalExtension;
+            let last: Option<String> = ctx
+                .conn()
+                .query_row("SELECT value FROM settings_state WHERE key = ?1", [LAST_SENT_KEY], |r| r.get(0))
+                .optional()?;
+            if last.as_deref() == Some(day.as_str()) {
+                return Ok(0);
+            }
+            for row in &rows {
+                super::outbox::enqueue(ctx, row)?;
+            }
+            ctx.set_state_value(LAST_SENT_KEY, &day)?;
+            Ok(rows.len())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    notifier.kick();
+    Ok(n)
+}
+
 /// Checks every 30 s whether today's digest is due.
 pub async fn run(store: Store, notifier: Arc<Notifier>, shutdown: CancellationToken) {
     let Ok(at) = NaiveTime::parse_from_str(&notifier.config().digest.time, "%H:%M") else { return };
@@ -225,7 +252,7 @@ pub async fn run(store: Store, notifier: Arc<Notifier>, shutdown: CancellationTo
         let last = store.state_value(LAST_SENT_KEY).await.ok().flatten();
         if now.time() >= at
             && last.as_deref() != Some(today.as_str())
-            && let Err(e) = send_now(&store, &notifier).await
+            && let Err(e) = send_once_today(&store, &notifier).await
         {
             warn!(error = %e, "Daily digest failed; will retry.");
         }

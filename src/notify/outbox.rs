@@ -91,6 +91,9 @@ pub async fn test_smtp(config: &EmailConfig) -> Result<bool, String> {
     }
 }
 
+/// How long a replica's claim on the rows of one delivery pass lasts.
+const CLAIM: chrono::Duration = chrono::Duration::minutes(5);
+
 impl OutboxSender {
     pub fn new(
         store: Store,
@@ -145,6 +148,7 @@ impl OutboxSender {
                 Ok(rows)
             })
             .await?;
+        let due = self.claim(due).await?;
         // Deliver the whole pass, then record every outcome in one commit (one fsync per pass, not per
         // message). A crash between a delivery and that commit sends those messages again at the next
         // start (same Message-ID): at most one pass (50 messages).
@@ -208,6 +212,33 @@ impl OutboxSender {
             })
             .await?;
         Ok(sent)
+    }
+
+    /// Claims the due rows for this pass: their next attempt moves [`CLAIM`] ahead, so another replica
+    /// sharing the database leaves them alone while this one delivers; the rows another replica claimed
+    /// first are dropped. A replica that dies mid-pass leaves its rows to be sent after the claim runs
+    /// out (at least once, as after a crash).
+    async fn claim(&self, due: Vec<Due>) -> Result<Vec<Due>, StoreError> {
+        if due.is_empty() {
+            return Ok(due);
+        }
+        self.store
+            .write(move |ctx| {
+                let now = crate::audit::format_time(ctx.now());
+                let until = crate::audit::format_time(ctx.now() + CLAIM);
+                let mut won = Vec::with_capacity(due.len());
+                for row in due {
+                    let n = ctx.conn().execute(
+                        "UPDATE outbox SET next_attempt_at = ?3 WHERE id = ?1 AND sent_at IS NULL AND next_attempt_at <= ?2",
+                        params![row.id, now, until],
+                    )?;
+                    if n == 1 {
+                        won.push(row);
+                    }
+                }
+                Ok(won)
+            })
+            .await
     }
 
     async fn deliver(&self, row: &Due) -> Result<String, String> {

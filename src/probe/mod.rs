@@ -272,6 +272,8 @@ pub struct Prober {
     pub settings: ProbeSettings,
     pub store: Store,
     pub intake: Intake,
+    /// Only the replica holding the "watch" role probes (one set of samples, one set of alerts).
+    pub leader: crate::store::Leader,
 }
 
 impl Prober {
@@ -294,9 +296,9 @@ impl Prober {
                 },
                 None => http.clone(),
             };
-            let (store, intake, permits, shutdown) =
-                (self.store.clone(), self.intake.clone(), permits.clone(), shutdown.clone());
-            tasks.spawn(async move { probe_loop(spec, store, intake, http, permits, shutdown).await });
+            let (store, intake, permits, shutdown, leader) =
+                (self.store.clone(), self.intake.clone(), permits.clone(), shutdown.clone(), self.leader.clone());
+            tasks.spawn(async move { probe_loop(spec, store, intake, http, permits, leader, shutdown).await });
         }
         let (store, settings) = (self.store.clone(), self.settings.clone());
         tasks.spawn(async move {
@@ -342,6 +344,7 @@ async fn probe_loop(
     intake: Intake,
     http: reqwest::Client,
     permits: Arc<Semaphore>,
+    leader: crate::store::Leader,
     shutdown: CancellationToken,
 ) {
     // Resume from the last stored state, so a probe that was DOWN before a restart can still recover.
@@ -356,6 +359,9 @@ async fn probe_loop(
             _ = tokio::time::sleep_until(next) => {}
         }
         next += spec.interval;
+        if !leader.is_leader() {
+            continue;
+        }
         let observation = {
             let Ok(_permit) = permits.acquire().await else { return };
             check::run(&spec, &http).await

@@ -7,7 +7,11 @@
 //! Claims are write jobs, and writes are serialised (SQLite's single writer; PostgreSQL's advisory
 //! lock, see `writer.rs`), so two replicas can never both win one incident.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use super::db::params;
 use super::{Store, StoreError, ts};
@@ -28,28 +32,66 @@ impl Store {
 
     /// Claims the incidents that no other replica holds a live lease on; returns those claimed.
     pub async fn claim(&self, ids: Vec<IncidentId>, ttl: Duration) -> Result<Vec<IncidentId>, StoreError> {
-        if ids.is_empty() {
-            return Ok(ids);
+        let keys: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let won = self.claim_keys(keys, ttl).await?;
+        Ok(ids.into_iter().zip(won).filter_map(|(id, won)| won.then_some(id)).collect())
+    }
+
+    /// Claims (or renews this replica's claim on) each key; true for each one won.
+    async fn claim_keys(&self, keys: Vec<String>, ttl: Duration) -> Result<Vec<bool>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
         let owner = self.inner.replica.clone();
         self.write(move |ctx| {
             let now = ts(ctx.now());
             let until = ts(ctx.now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(30)));
-            let mut won = Vec::new();
-            for id in ids {
+            let mut won = Vec::with_capacity(keys.len());
+            for key in keys {
                 let n = ctx.conn().execute(
                     "INSERT INTO leases (incident_id, owner, until) VALUES (?1, ?2, ?3)
                      ON CONFLICT(incident_id) DO UPDATE SET owner = excluded.owner, until = excluded.until
                      WHERE leases.until < ?4 OR leases.owner = excluded.owner",
-                    params![id.to_string(), owner, until, now],
+                    params![key, owner, until, now],
                 )?;
-                if n == 1 {
-                    won.push(id);
-                }
+                won.push(n == 1);
             }
             Ok(won)
         })
         .await
+    }
+
+    /// Keeps trying to hold `role` (one replica at a time runs the probes and host checks): the
+    /// returned handle says whether this replica holds it now; the claim is renewed every third of
+    /// `ttl` and given up at shutdown, so another replica takes over within `ttl` of a crash.
+    pub async fn leader(&self, role: &'static str, ttl: Duration, shutdown: CancellationToken) -> Leader {
+        let key = format!("role:{role}");
+        let flag = Arc::new(AtomicBool::new(false));
+        let won = self.claim_keys(vec![key.clone()], ttl).await.is_ok_and(|w| w == [true]);
+        flag.store(won, Ordering::SeqCst);
+        let (store, held) = (self.clone(), flag.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(ttl / 3) => {}
+                }
+                let won = store.claim_keys(vec![key.clone()], ttl).await.is_ok_and(|w| w == [true]);
+                if won != held.swap(won, Ordering::SeqCst) {
+                    tracing::info!(role, leader = won, "Replica role changed.");
+                }
+            }
+            held.store(false, Ordering::SeqCst);
+            let owner = store.inner.replica.clone();
+            let _ = store
+                .write(move |ctx| {
+                    ctx.conn()
+                        .execute("DELETE FROM leases WHERE incident_id = ?1 AND owner = ?2", params![key, owner])?;
+                    Ok(())
+                })
+                .await;
+        });
+        Leader { held: flag }
     }
 
     /// Extends this replica's leases on `ids` (while their passes run).
@@ -128,5 +170,22 @@ impl Store {
             Ok(())
         })
         .await
+    }
+}
+
+/// Whether this replica holds a role now (see [`Store::leader`]).
+#[derive(Clone)]
+pub struct Leader {
+    held: Arc<AtomicBool>,
+}
+
+impl Leader {
+    pub fn is_leader(&self) -> bool {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Always the leader (a single instance, tests).
+    pub fn alone() -> Self {
+        Self { held: Arc::new(AtomicBool::new(true)) }
     }
 }

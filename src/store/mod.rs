@@ -17,6 +17,7 @@ mod error;
 pub mod health;
 pub mod idempotency;
 mod lease;
+pub mod migrate;
 mod model;
 pub mod probes;
 pub mod reports;
@@ -42,6 +43,7 @@ use crate::gate::ActionRecord;
 pub use model::{DigestStats, IncidentFilter, IncidentRecord, IngestAction, IngestOutcome, TimelineEntry};
 
 pub use error::StoreError;
+pub use lease::Leader;
 pub use reports::{AuditQuery, IncidentQuery};
 
 /// Incidents the pipeline can move on: open, not parked, not waiting for a human. The partial index
@@ -74,7 +76,7 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     /// Which engine `url` names; anything but empty or `postgres://…` is refused, naming the key.
-    fn target(&self) -> Result<Target, StoreError> {
+    pub(crate) fn target(&self) -> Result<Target, StoreError> {
         let url = self.url.trim();
         if url.is_empty() {
             Ok(Target::Sqlite(self.data_dir.join("medic.db")))

@@ -19,7 +19,7 @@ pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// Where the store lives: a SQLite file, or a PostgreSQL database shared by replicas.
 #[derive(Debug, Clone)]
-pub(super) enum Target {
+pub(crate) enum Target {
     Sqlite(std::path::PathBuf),
     Postgres(String),
 }
@@ -116,8 +116,11 @@ fn migrate_postgres(conn: &Connection) -> Result<(), StoreError> {
 
 /// Every audit row of `<data_dir>/medic.db`, read without opening the store for writing: `medic audit
 /// verify` must see the database as it is, before start-up's anchor check records anything.
-pub fn audit_rows_read_only(data_dir: &Path) -> Result<Vec<StoredRow>, StoreError> {
-    let path = data_dir.join("medic.db");
+pub fn audit_rows_read_only(config: &super::StoreConfig) -> Result<Vec<StoredRow>, StoreError> {
+    if let Target::Postgres(url) = config.target()? {
+        return read_audit_rows(&Connection::open_postgres(&url)?);
+    }
+    let path = config.data_dir.join("medic.db");
     if !path.exists() {
         return Err(StoreError::Corrupt(format!("{} does not exist", path.display())));
     }

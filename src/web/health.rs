@@ -18,5 +18,6 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
     let workers_ok = state.runner.is_running();
     let status = if store_ok && workers_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let word = |ok: bool| if ok { "ok" } else { "down" };
-    (status, Json(json!({"store": word(store_ok), "workers": word(workers_ok)})))
+    // `replica`: which process answered (behind a load balancer; the name its leases carry).
+    (status, Json(json!({"store": word(store_ok), "workers": word(workers_ok), "replica": state.store.replica()})))
 }

@@ -28,6 +28,7 @@ mod postgres;
 mod probes;
 mod process;
 mod real_model;
+mod replicas;
 mod scripts;
 mod smtp;
 mod sshd;
