@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real components the test suite runs against, from Debian's packages:
 # openssh-server (sshd on 127.0.0.1), nginx (a service to break and heal), sqlite3 (audit tamper test),
+# postgresql (the replicas' shared store),
 # the linter for scripts/, openssl (a test CA for the HTTPS probe), chromium and chromium-driver (the confirm page is tested in a real headless
 # browser over WebDriver), and curl, python3 and Node.js for the real-model tests
 # (scripts/test-model.sh fetches the model itself). Services are not started by the install: the tests
@@ -23,6 +24,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The disk scenario mounts a small tmpfs.
 command -v mount >/dev/null 2>&1 || need+=(mount)
+# A throwaway PostgreSQL cluster per test run (initdb + postgres on a free loopback port; tests/api/postgres.rs).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
