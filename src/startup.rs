@@ -72,6 +72,8 @@ impl Application {
         }
         let memory = match Memory::open(&settings.memory, &settings.store.data_dir).await {
             Ok(m) => Some(m),
+            // A wrong port or a collection made for another layout: refuse to start, naming the keys.
+            Err(e @ crate::memory::MemoryError::Config(_)) => return Err(anyhow::anyhow!("{e}")),
             Err(e) if settings.memory.qdrant_url.is_some() => {
                 warn!(error = %e, "Qdrant memory unavailable at start-up: running without L0 memory and retrieval.");
                 None

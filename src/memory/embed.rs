@@ -128,6 +128,33 @@ impl Embedder {
     }
 }
 
+/// Inverse document frequency of a term found in `df` of `live` entries (the BM25 form Qdrant's `Idf`
+/// modifier uses too): both backends weigh lexical terms with it, so one similarity means one thing.
+pub fn idf(live: usize, df: u32) -> f32 {
+    let (n, df) = (live as f32, df as f32);
+    (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
+}
+
+/// Cosine of two lexical vectors with each term weighed by `idf` (0..1).
+pub fn idf_cosine(a: &[(u32, f32)], b: &[(u32, f32)], idf: impl Fn(u32) -> f32) -> f32 {
+    let norm = |v: &[(u32, f32)]| v.iter().map(|(t, w)| (w * idf(*t)).powi(2)).sum::<f32>().sqrt();
+    let (mut i, mut j, mut d) = (0, 0, 0.0f32);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                let w = idf(a[i].0);
+                d += a[i].1 * w * b[j].1 * w;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    let n = norm(a) * norm(b);
+    if n > 0.0 { (d / n).clamp(0.0, 1.0) } else { 0.0 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,9 +74,7 @@ impl Index {
     }
 
     fn idf(&self, term: u32) -> f32 {
-        let n = self.live as f32;
-        let df = *self.df.get(&term).unwrap_or(&0) as f32;
-        (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
+        super::embed::idf(self.live, *self.df.get(&term).unwrap_or(&0))
     }
 
     fn search(&self, query: &Vectors, filter: &SearchFilter, k: usize, dense_weight: f32) -> Vec<Scored> {

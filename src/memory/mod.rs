@@ -9,6 +9,7 @@
 pub mod embed;
 pub mod embedded;
 pub mod qdrant;
+mod qdrant_link;
 pub mod runbook;
 pub mod signature;
 
@@ -158,6 +159,9 @@ pub enum MemoryError {
     Embedding(String),
     #[error("qdrant: {0}")]
     Qdrant(String),
+    /// The configuration cannot work (wrong port, a collection made for another layout): not retried.
+    #[error("{0}")]
+    Config(String),
     #[error("import line {line}: {message}")]
     Import { line: usize, message: String },
     #[error("io: {0}")]
@@ -169,6 +173,7 @@ impl MemoryError {
         match self {
             MemoryError::Embedding(_) | MemoryError::Qdrant(_) => Fault::Transient,
             MemoryError::Import { .. } => Fault::Refused,
+            MemoryError::Config(_) => Fault::Config,
             MemoryError::Store(_) | MemoryError::Io(_) => Fault::Bug,
         }
     }
@@ -196,6 +201,10 @@ pub trait MemoryStore: Send + Sync {
     async fn count(&self) -> Result<u64, MemoryError>;
     async fn all(&self) -> Result<Vec<MemoryEntry>, MemoryError>;
     fn describe(&self) -> String;
+    /// False while a server backend cannot be reached (it keeps retrying); for `/readyz`.
+    fn available(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -308,6 +317,11 @@ impl Memory {
             self.store(entry).await?;
         }
         Ok(entries.len())
+    }
+
+    /// False while the backend cannot be reached (`/readyz` says so; medic keeps working without it).
+    pub fn available(&self) -> bool {
+        self.store.available()
     }
 
     pub async fn stats(&self) -> Result<Stats, MemoryError> {

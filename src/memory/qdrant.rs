@@ -9,7 +9,10 @@
 //! Request building is in plain functions, unit-tested without a server. An integration test runs when
 //! `MEDIC_TEST_QDRANT_URL` points at a server (`tests/api/memory.rs`).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
@@ -21,7 +24,8 @@ use qdrant_client::qdrant::{
 };
 use qdrant_client::{Payload, Qdrant};
 
-use super::embed::{Vectors, dot, lexical};
+use super::embed::{Vectors, dot, idf, idf_cosine, lexical};
+use super::qdrant_link::{Link, check_layout, is_layout_error, is_unreachable, probe_rest};
 use super::{MemoryEntry, MemoryError, MemoryStore, Scored, SearchFilter};
 use crate::conf::Secret;
 
@@ -104,29 +108,43 @@ pub fn query_request(name: &str, query: &Vectors, search: &SearchFilter) -> Quer
     builder.build()
 }
 
-/// Cosine of plain TF lexical vectors (no IDF: that lives in the server).
-fn lexical_cosine(a: &[(u32, f32)], b: &[(u32, f32)]) -> f32 {
-    let (mut i, mut j, mut d) = (0, 0, 0.0f32);
-    while i < a.len() && j < b.len() {
-        match a[i].0.cmp(&b[j].0) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                d += a[i].1 * b[j].1;
-                i += 1;
-                j += 1;
+/// How many entries contain each lexical term: the IDF the embedded store applies, computed over the
+/// whole collection and kept for [`CORPUS_TTL`] (or until this replica changes an entry).
+pub struct Corpus {
+    live: usize,
+    df: HashMap<u32, u32>,
+}
+
+impl Corpus {
+    pub fn of<'a>(entries: impl IntoIterator<Item = &'a MemoryEntry>) -> Self {
+        let mut df: HashMap<u32, u32> = HashMap::new();
+        let mut live = 0;
+        for entry in entries {
+            live += 1;
+            for (term, _) in lexical(&entry.text()) {
+                *df.entry(term).or_default() += 1;
             }
         }
+        Self { live, df }
     }
-    let norm = |v: &[(u32, f32)]| v.iter().map(|(_, w)| w * w).sum::<f32>().sqrt();
-    let n = norm(a) * norm(b);
-    if n > 0.0 { (d / n).clamp(0.0, 1.0) } else { 0.0 }
+
+    /// The lexical similarity the embedded store gives `entry` for `query`.
+    pub fn similarity(&self, query: &[(u32, f32)], entry: &MemoryEntry) -> f32 {
+        idf_cosine(query, &lexical(&entry.text()), |t| idf(self.live, self.df.get(&t).copied().unwrap_or(0)))
+    }
 }
+
+/// Other replicas' changes to the collection reach this replica's IDF within this time.
+const CORPUS_TTL: Duration = Duration::from_secs(30);
 
 pub struct QdrantStore {
     client: Qdrant,
     collection: String,
-    url: String,
+    url: url::Url,
+    dense_dim: Option<u64>,
+    up: AtomicBool,
+    link: tokio::sync::Mutex<Link>,
+    corpus: std::sync::Mutex<Option<(Instant, Arc<Corpus>)>>,
 }
 
 fn err(e: impl std::fmt::Display) -> MemoryError {
@@ -143,7 +161,9 @@ impl QdrantStore {
         Self::connect_with_dim(url, api_key, collection, timeout, None).await
     }
 
-    /// Connects and creates the collection (and payload indexes) when it is missing.
+    /// Connects, creates the collection (and payload indexes) when it is missing, and checks the layout
+    /// of one that exists. A server that cannot be reached is not an error: the store starts
+    /// unavailable and connects on a later use. A wrong port or layout is ([`MemoryError::Config`]).
     pub async fn connect_with_dim(
         url: &url::Url,
         api_key: Option<&Secret>,
@@ -157,84 +177,107 @@ impl QdrantStore {
             builder = builder.api_key(key.expose().to_string());
         }
         let client = builder.build().map_err(err)?;
-        if !client.collection_exists(collection).await.map_err(err)? {
-            client.create_collection(create_collection_request(collection, dense_dim)).await.map_err(err)?;
-            for request in field_index_requests(collection) {
-                client.create_field_index(request).await.map_err(err)?;
+        let store = Self {
+            client,
+            collection: collection.to_string(),
+            url: url.clone(),
+            dense_dim,
+            up: AtomicBool::new(false),
+            link: tokio::sync::Mutex::new(Link::default()),
+            corpus: std::sync::Mutex::new(None),
+        };
+        match store.prepare().await {
+            Ok(()) => store.up.store(true, Ordering::SeqCst),
+            Err(e @ MemoryError::Config(_)) => return Err(e),
+            Err(e) => {
+                if let Some(why) = probe_rest(url).await {
+                    return Err(MemoryError::Config(why));
+                }
+                tracing::warn!(error = %e, url = %url, "Qdrant is unavailable: memory connects again on its next use.");
+                *store.link.lock().await = Link::failed(e.to_string());
             }
         }
-        Ok(Self { client, collection: collection.to_string(), url: url.to_string() })
+        Ok(store)
     }
 
-    fn entry_from_payload(
-        payload: std::collections::HashMap<String, qdrant_client::qdrant::Value>,
-    ) -> Result<MemoryEntry, MemoryError> {
-        let json: serde_json::Value = Payload::from(payload).into();
-        serde_json::from_value(json).map_err(|e| MemoryError::Qdrant(format!("stored payload is not an entry: {e}")))
-    }
-}
-
-#[async_trait]
-impl MemoryStore for QdrantStore {
-    async fn upsert(&self, entry: &MemoryEntry, vectors: &Vectors) -> Result<(), MemoryError> {
-        let request =
-            qdrant_client::qdrant::UpsertPointsBuilder::new(&self.collection, vec![point(entry, vectors)?]).wait(true);
-        self.client.upsert_points(request).await.map_err(err)?;
-        Ok(())
-    }
-
-    async fn search(
-        &self,
-        query: &Vectors,
-        search: &SearchFilter,
-        k: usize,
-        dense_weight: f32,
-    ) -> Result<Vec<Scored>, MemoryError> {
-        let response = self.client.query(query_request(&self.collection, query, search)).await.map_err(err)?;
-        let mut scored = Vec::new();
-        for point in response.result {
-            let entry = Self::entry_from_payload(point.payload)?;
-            let lex = lexical_cosine(&query.lexical, &lexical(&entry.text()));
-            let dense = query.dense.as_ref().and_then(|q| {
-                let vectors = point.vectors.as_ref()?;
-                let v = vectors.get_vector_by_name(DENSE)?;
-                match v {
-                    qdrant_client::qdrant::vector_output::Vector::Dense(d) => Some(dot(q, &d.data)),
-                    _ => None,
-                }
-            });
-            let score = match dense {
-                Some(d) => dense_weight * d.max(0.0) + (1.0 - dense_weight) * lex,
-                None => lex,
-            };
-            scored.push(Scored { entry, score });
+    /// Makes or checks the collection.
+    async fn prepare(&self) -> Result<(), MemoryError> {
+        if !self.client.collection_exists(&self.collection).await.map_err(err)? {
+            self.client
+                .create_collection(create_collection_request(&self.collection, self.dense_dim))
+                .await
+                .map_err(err)?;
+            for request in field_index_requests(&self.collection) {
+                self.client.create_field_index(request).await.map_err(err)?;
+            }
+            return Ok(());
         }
-        scored.sort_by(|a, b| b.score.total_cmp(&a.score));
-        scored.truncate(k);
-        Ok(scored)
+        let info = self.client.collection_info(&self.collection).await.map_err(err)?;
+        match info.result {
+            Some(info) => check_layout(&info, &self.collection, self.dense_dim),
+            None => Ok(()),
+        }
     }
 
-    async fn get(&self, id: uuid::Uuid) -> Result<Option<MemoryEntry>, MemoryError> {
-        let request = GetPointsBuilder::new(&self.collection, vec![PointId::from(id.to_string())]).with_payload(true);
-        let response = self.client.get_points(request).await.map_err(err)?;
-        response.result.into_iter().next().map(|p| Self::entry_from_payload(p.payload)).transpose()
+    /// Connected, or connects now (at most every [`super::qdrant_link::RETRY`] while it fails).
+    async fn ready(&self) -> Result<(), MemoryError> {
+        if self.up.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut link = self.link.lock().await;
+        if self.up.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if !link.due() {
+            return Err(link.unavailable());
+        }
+        match self.prepare().await {
+            Ok(()) => {
+                self.up.store(true, Ordering::SeqCst);
+                tracing::info!(url = %self.url, "Qdrant is reachable again: memory is back.");
+                Ok(())
+            }
+            Err(e @ MemoryError::Config(_)) => Err(e),
+            Err(e) => {
+                *link = Link::failed(e.to_string());
+                Err(link.unavailable())
+            }
+        }
     }
 
-    async fn delete(&self, id: uuid::Uuid) -> Result<bool, MemoryError> {
-        let existed = self.get(id).await?.is_some();
-        let request = DeletePointsBuilder::new(&self.collection)
-            .points(PointsIdsList { ids: vec![PointId::from(id.to_string())] })
-            .wait(true);
-        self.client.delete_points(request).await.map_err(err)?;
-        Ok(existed)
+    /// An error from a request: a lost server makes the store unavailable (retried later); Qdrant
+    /// refusing the collection's layout is a configuration error.
+    fn fail(&self, e: impl std::fmt::Display) -> MemoryError {
+        let message = e.to_string();
+        if is_layout_error(&message) {
+            return MemoryError::Config(format!(
+                "{message}: Qdrant collection {:?} does not have the layout this configuration needs \
+                 (memory.embed_url, memory.collection); `medic doctor` checks it",
+                self.collection
+            ));
+        }
+        if is_unreachable(&message) {
+            self.up.store(false, Ordering::SeqCst);
+        }
+        MemoryError::Qdrant(message)
     }
 
-    async fn count(&self) -> Result<u64, MemoryError> {
-        let response = self.client.count(CountPointsBuilder::new(&self.collection).exact(true)).await.map_err(err)?;
-        Ok(response.result.map(|r| r.count).unwrap_or(0))
+    async fn corpus(&self) -> Result<Arc<Corpus>, MemoryError> {
+        if let Some((at, corpus)) = &*self.corpus.lock().expect("corpus lock")
+            && at.elapsed() < CORPUS_TTL
+        {
+            return Ok(corpus.clone());
+        }
+        let corpus = Arc::new(Corpus::of(&self.scroll_all().await?));
+        *self.corpus.lock().expect("corpus lock") = Some((Instant::now(), corpus.clone()));
+        Ok(corpus)
     }
 
-    async fn all(&self) -> Result<Vec<MemoryEntry>, MemoryError> {
+    fn forget_corpus(&self) {
+        *self.corpus.lock().expect("corpus lock") = None;
+    }
+
+    async fn scroll_all(&self) -> Result<Vec<MemoryEntry>, MemoryError> {
         let mut out = Vec::new();
         let mut offset: Option<PointId> = None;
         loop {
@@ -242,7 +285,7 @@ impl MemoryStore for QdrantStore {
             if let Some(o) = offset.take() {
                 request = request.offset(o);
             }
-            let response = self.client.scroll(request).await.map_err(err)?;
+            let response = self.client.scroll(request).await.map_err(|e| self.fail(e))?;
             for p in response.result {
                 out.push(Self::entry_from_payload(p.payload)?);
             }
@@ -254,8 +297,117 @@ impl MemoryStore for QdrantStore {
         Ok(out)
     }
 
+    /// Deletes the collection (tests clean up after themselves).
+    pub async fn drop_collection(&self) -> Result<(), MemoryError> {
+        self.client.delete_collection(&self.collection).await.map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    fn entry_from_payload(
+        payload: std::collections::HashMap<String, qdrant_client::qdrant::Value>,
+    ) -> Result<MemoryEntry, MemoryError> {
+        let json: serde_json::Value = Payload::from(payload).into();
+        serde_json::from_value(json).map_err(|e| MemoryError::Qdrant(format!("stored payload is not an entry: {e}")))
+    }
+}
+
+/// Scores Qdrant's candidates as the embedded store would: IDF-weighted lexical cosine over the whole
+/// collection, mixed with the dense cosine when there is one.
+pub fn rescore(
+    corpus: &Corpus,
+    query: &Vectors,
+    candidates: Vec<(MemoryEntry, Option<f32>)>,
+    k: usize,
+    dense_weight: f32,
+) -> Vec<Scored> {
+    let mut scored: Vec<Scored> = candidates
+        .into_iter()
+        .map(|(entry, dense)| {
+            let lex = corpus.similarity(&query.lexical, &entry);
+            let score = match dense {
+                Some(d) => dense_weight * d.max(0.0) + (1.0 - dense_weight) * lex,
+                None => lex,
+            };
+            Scored { entry, score }
+        })
+        .filter(|s| s.score > 0.0)
+        .collect();
+    scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+    scored.truncate(k);
+    scored
+}
+
+#[async_trait]
+impl MemoryStore for QdrantStore {
+    async fn upsert(&self, entry: &MemoryEntry, vectors: &Vectors) -> Result<(), MemoryError> {
+        self.ready().await?;
+        let request =
+            qdrant_client::qdrant::UpsertPointsBuilder::new(&self.collection, vec![point(entry, vectors)?]).wait(true);
+        self.client.upsert_points(request).await.map_err(|e| self.fail(e))?;
+        self.forget_corpus();
+        Ok(())
+    }
+
+    async fn search(
+        &self,
+        query: &Vectors,
+        search: &SearchFilter,
+        k: usize,
+        dense_weight: f32,
+    ) -> Result<Vec<Scored>, MemoryError> {
+        self.ready().await?;
+        let response =
+            self.client.query(query_request(&self.collection, query, search)).await.map_err(|e| self.fail(e))?;
+        let mut candidates = Vec::new();
+        for point in response.result {
+            let dense = query.dense.as_ref().and_then(|q| {
+                let vectors = point.vectors.as_ref()?;
+                match vectors.get_vector_by_name(DENSE)? {
+                    qdrant_client::qdrant::vector_output::Vector::Dense(d) => Some(dot(q, &d.data)),
+                    _ => None,
+                }
+            });
+            candidates.push((Self::entry_from_payload(point.payload)?, dense));
+        }
+        let corpus = self.corpus().await?;
+        Ok(rescore(&corpus, query, candidates, k, dense_weight))
+    }
+
+    async fn get(&self, id: uuid::Uuid) -> Result<Option<MemoryEntry>, MemoryError> {
+        self.ready().await?;
+        let request = GetPointsBuilder::new(&self.collection, vec![PointId::from(id.to_string())]).with_payload(true);
+        let response = self.client.get_points(request).await.map_err(|e| self.fail(e))?;
+        response.result.into_iter().next().map(|p| Self::entry_from_payload(p.payload)).transpose()
+    }
+
+    async fn delete(&self, id: uuid::Uuid) -> Result<bool, MemoryError> {
+        let existed = self.get(id).await?.is_some();
+        let request = DeletePointsBuilder::new(&self.collection)
+            .points(PointsIdsList { ids: vec![PointId::from(id.to_string())] })
+            .wait(true);
+        self.client.delete_points(request).await.map_err(|e| self.fail(e))?;
+        self.forget_corpus();
+        Ok(existed)
+    }
+
+    async fn count(&self) -> Result<u64, MemoryError> {
+        self.ready().await?;
+        let response =
+            self.client.count(CountPointsBuilder::new(&self.collection).exact(true)).await.map_err(|e| self.fail(e))?;
+        Ok(response.result.map(|r| r.count).unwrap_or(0))
+    }
+
+    async fn all(&self) -> Result<Vec<MemoryEntry>, MemoryError> {
+        self.ready().await?;
+        self.scroll_all().await
+    }
+
     fn describe(&self) -> String {
         format!("qdrant ({}, collection {})", self.url, self.collection)
+    }
+
+    fn available(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
     }
 }
 
@@ -349,8 +501,46 @@ mod tests {
 
     #[test]
     fn local_rescoring_is_a_similarity() {
-        let a = lexical("nginx upstream connection refused");
-        assert!((lexical_cosine(&a, &a) - 1.0).abs() < 1e-5);
-        assert_eq!(lexical_cosine(&a, &lexical("disk full postgres")), 0.0);
+        let e = entry();
+        let corpus = Corpus::of([&e]);
+        let q = lexical(&e.text());
+        assert!((corpus.similarity(&q, &e) - 1.0).abs() < 1e-5);
+        assert_eq!(corpus.similarity(&lexical("disk full postgres"), &e), 0.0);
+    }
+
+    /// One `l0_min_similarity` means one thing: the same corpus and query score the same on the
+    /// embedded store and through Qdrant's re-scoring.
+    #[tokio::test]
+    async fn qdrant_rescoring_gives_the_embedded_stores_scores() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/memory/past_incidents.jsonl"))
+                .unwrap();
+        let entries: Vec<MemoryEntry> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let embedded = crate::memory::embedded::EmbeddedStore::open(&dir.path().join("m.db")).unwrap();
+        for e in &entries {
+            embedded.upsert(e, &Vectors { lexical: lexical(&e.text()), dense: None }).await.unwrap();
+        }
+        let corpus = Corpus::of(&entries);
+        let all = SearchFilter { service: None, include_negatives: true };
+        for query in
+            ["Cannot connect to the Docker daemon", "nginx 502 bad gateway upstream", "disk full no space left"]
+        {
+            let q = Vectors { lexical: lexical(query), dense: None };
+            let local = embedded.search(&q, &all, 5, 0.5).await.unwrap();
+            let candidates = entries.iter().map(|e| (e.clone(), None)).collect();
+            let remote = rescore(&corpus, &q, candidates, 5, 0.5);
+            assert_eq!(local.len(), remote.len(), "{query}");
+            for (a, b) in local.iter().zip(&remote) {
+                assert!(
+                    (a.score - b.score).abs() < 1e-4,
+                    "{query}: {} {} vs {} {}",
+                    a.entry.command,
+                    a.score,
+                    b.entry.command,
+                    b.score
+                );
+            }
+        }
     }
 }

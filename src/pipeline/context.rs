@@ -175,14 +175,18 @@ impl Pipeline {
         let Some(memory) = &self.stages.memory else { return (vec![], vec![]) };
         let filter = SearchFilter { service: None, include_negatives: true };
         let k = self.stages.diagnoser.config().retrieval_k;
-        let hits: Vec<Scored> =
-            match memory.search(&memory_query(incident, &self.stages.redactor), &filter, k * 2).await {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Memory search failed; L2 gets no history.");
-                    return (vec![], vec![]);
-                }
-            };
+        let hits: Vec<Scored> = match memory
+            .search(&memory_query(incident, &self.stages.redactor), &filter, k * 2)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "Memory search failed; L2 gets no history.");
+                self.note(incident.id, "l2_memory", &format!("memory search failed: {e}; level 2 gets no past fixes"))
+                    .await;
+                return (vec![], vec![]);
+            }
+        };
         let fix = |h: &Scored| PastFix {
             score: h.score,
             service: h.entry.service.clone(),

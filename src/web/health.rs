@@ -18,6 +18,19 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
     let workers_ok = state.runner.is_running();
     let status = if store_ok && workers_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let word = |ok: bool| if ok { "ok" } else { "down" };
+    // `memory`: "unavailable" while a Qdrant server cannot be reached. Not a reason to take this replica
+    // out of a load balancer: webhooks are still stored and incidents still handled (by models and
+    // humans), so the status stays 200 and the body says what is missing.
+    let memory = match &state.memory {
+        Some(m) if m.available() => "ok",
+        Some(_) => "unavailable",
+        None => "off",
+    };
     // `replica`: which process answered (behind a load balancer; the name its leases carry).
-    (status, Json(json!({"store": word(store_ok), "workers": word(workers_ok), "replica": state.store.replica()})))
+    (
+        status,
+        Json(
+            json!({"store": word(store_ok), "workers": word(workers_ok), "memory": memory, "replica": state.store.replica()}),
+        ),
+    )
 }

@@ -16,7 +16,7 @@ use crate::smtp::approval_link;
 use crate::world::{Options, World, form_fields};
 
 /// Rules for the replicas: `start` and `slowstart` run by themselves, `restart` needs a human.
-const RULES: &str = r#"{
+pub const RULES: &str = r#"{
   "safe_commands": {
     "nginx_control": { "mode": "auto", "allowed": ["{control} start", "{control} slowstart"] },
     "nginx_restart": { "mode": "approval", "allowed": ["{control} restart"] },
@@ -26,15 +26,15 @@ const RULES: &str = r#"{
   "diagnostics": { "allowed": ["tail -n {lines} {log}", "uptime"] }
 }"#;
 
-struct Replica {
-    process: MedicProcess,
-    name: String,
-    base: String,
-    log: PathBuf,
+pub struct Replica {
+    pub process: MedicProcess,
+    pub name: String,
+    pub base: String,
+    pub log: PathBuf,
 }
 
 /// Runs a query on the shared database from a blocking thread.
-async fn pg(url: &str, sql: &str, params: Vec<Sql>) -> Vec<Vec<Sql>> {
+pub async fn pg(url: &str, sql: &str, params: Vec<Sql>) -> Vec<Vec<Sql>> {
     let (url, sql) = (url.to_string(), sql.to_string());
     tokio::task::spawn_blocking(move || {
         let conn = Connection::open_postgres(&url).unwrap();
@@ -47,7 +47,7 @@ async fn pg(url: &str, sql: &str, params: Vec<Sql>) -> Vec<Vec<Sql>> {
     .unwrap()
 }
 
-fn text(v: &Sql) -> String {
+pub fn text(v: &Sql) -> String {
     match v {
         Sql::Text(s) => s.clone(),
         Sql::Integer(i) => i.to_string(),
@@ -56,7 +56,7 @@ fn text(v: &Sql) -> String {
 }
 
 /// The World's settings as a config file for a replica: the shared database, its own data dir.
-fn replica_config(world: &World, url: &str, dir: &Path) -> PathBuf {
+pub fn replica_config(world: &World, url: &str, dir: &Path) -> PathBuf {
     let mut settings = world.options_settings.clone();
     settings.store.url = url.to_string();
     settings.store.data_dir = dir.join("data");
@@ -69,7 +69,7 @@ fn replica_config(world: &World, url: &str, dir: &Path) -> PathBuf {
     path
 }
 
-async fn start_replica(config: &Path, dir: &Path) -> Replica {
+pub async fn start_replica(config: &Path, dir: &Path) -> Replica {
     let log = dir.join("medic.log");
     let process = MedicProcess::start_logging(config, "info", Some(&log)).await;
     let base = format!("http://{}", process.addr);
@@ -78,16 +78,16 @@ async fn start_replica(config: &Path, dir: &Path) -> Replica {
     Replica { process, name: ready["replica"].as_str().unwrap().to_string(), base, log }
 }
 
-async fn post_kuma(base: &str, body: &Value) -> reqwest::Response {
+pub async fn post_kuma(base: &str, body: &Value) -> reqwest::Response {
     reqwest::Client::new().post(format!("{base}/hooks/uptime-kuma")).bearer_auth(TOKEN).json(body).send().await.unwrap()
 }
 
-async fn state_of(url: &str, id: &str) -> String {
+pub async fn state_of(url: &str, id: &str) -> String {
     let rows = pg(url, "SELECT state FROM incidents WHERE id = ?1", vec![Sql::Text(id.into())]).await;
     text(&rows[0][0])
 }
 
-async fn wait_state(url: &str, id: &str, states: &[&str], secs: u64) -> String {
+pub async fn wait_state(url: &str, id: &str, states: &[&str], secs: u64) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let state = state_of(url, id).await;
@@ -114,7 +114,7 @@ async fn wait_state(url: &str, id: &str, states: &[&str], secs: u64) -> String {
 }
 
 /// Lines the nginx control script logged (one per call: what it was asked to do).
-fn calls(world: &World) -> Vec<String> {
+pub fn calls(world: &World) -> Vec<String> {
     std::fs::read_to_string(world.nginx.dir.path().join("calls.log"))
         .unwrap_or_default()
         .lines()
