@@ -128,7 +128,7 @@ async fn heals(world: &world::World, replicas: &[Replica], url: &str) -> Vec<Dur
     out
 }
 
-async fn failover(world: &world::World, replicas: &mut [Replica], url: &str) -> Duration {
+async fn failover(world: &world::World, replicas: &mut [Replica], url: &str) -> (Duration, usize) {
     world.nginx.stop();
     world.l1_says("nginx is stopped", 0.92, Some(&format!("{} slowstart", world.nginx.control())));
     let v: Value = post_kuma(&replicas[0].base, &world.down_body()).await.json().await.unwrap();
@@ -142,7 +142,7 @@ async fn failover(world: &world::World, replicas: &mut [Replica], url: &str) -> 
     replicas[victim].process.wait().await;
     // Taken over: another replica moved it out of `executing` (to verification, then an end).
     wait_state(url, &id, &["verifying", "resolved", "escalated"], 60).await;
-    killed.elapsed()
+    (killed.elapsed(), victim)
 }
 
 fn main() {
@@ -172,16 +172,20 @@ fn main() {
                 ms(percentile(&heals, 50.0)),
                 ms(percentile(&heals, 99.0))
             );
+            let mut killed = None;
             if n > 1 {
-                let took = failover(&world, &mut replicas, &url).await;
+                let (took, victim) = failover(&world, &mut replicas, &url).await;
+                killed = Some(victim);
                 println!(
                     "|   | failover after kill -9 of the lease holder ({n} replicas, store.lease = 3s): {:.2} s |||||",
                     took.as_secs_f64()
                 );
             }
-            for r in replicas.iter_mut() {
-                r.process.kill9();
-                r.process.wait().await;
+            for (i, r) in replicas.iter_mut().enumerate() {
+                if killed != Some(i) {
+                    r.process.kill9();
+                    r.process.wait().await;
+                }
             }
         }
     });

@@ -71,6 +71,8 @@ impl Application {
             warn!(state = ?dry_run.state(), "Dry-run is on: commands are recorded as \"would run\", never executed.");
         }
         let memory = match Memory::open(&settings.memory, &settings.store.data_dir).await {
+            // Replicas: entries also go to the shared database, and each index catches up from there.
+            Ok(m) if settings.store.is_postgres() => Some(m.mirrored(store.clone())),
             Ok(m) => Some(m),
             // A wrong port or a collection made for another layout: refuse to start, naming the keys.
             Err(e @ crate::memory::MemoryError::Config(_)) => return Err(anyhow::anyhow!("{e}")),
@@ -141,6 +143,9 @@ impl Application {
         )
         .map_err(|e| anyhow::anyhow!("notify.email: {e}"))?;
         let mut background = vec![tokio::spawn(outbox.run(shutdown.clone()))];
+        if let (true, Some(m)) = (settings.store.is_postgres(), &memory) {
+            background.push(tokio::spawn(crate::memory::mirror::run(m.clone(), store.clone(), shutdown.clone())));
+        }
         if settings.notify.digest.enabled {
             background.push(tokio::spawn(crate::notify::digest::run(
                 store.clone(),

@@ -8,6 +8,7 @@
 
 pub mod embed;
 pub mod embedded;
+pub mod mirror;
 pub mod qdrant;
 mod qdrant_link;
 pub mod runbook;
@@ -221,6 +222,8 @@ pub struct Stats {
 /// The memory as the rest of medic uses it: embeds, stores, searches, imports, exports.
 #[derive(Clone)]
 pub struct Memory {
+    /// Replicas on PostgreSQL: entries are also recorded in the shared database ([`mirror`]).
+    mirror: Option<crate::store::Store>,
     store: Arc<dyn MemoryStore>,
     embedder: Embedder,
     dense_weight: f32,
@@ -252,16 +255,26 @@ impl Memory {
             }
             None => Arc::new(embedded::EmbeddedStore::open(&data_dir.join("memory.db"))?),
         };
-        Ok(Self { store, embedder: Embedder::new(dense), dense_weight: config.dense_weight })
+        Ok(Self { mirror: None, store, embedder: Embedder::new(dense), dense_weight: config.dense_weight })
     }
 
     pub fn with_store(store: Arc<dyn MemoryStore>, embedder: Embedder, dense_weight: f32) -> Self {
-        Self { store, embedder, dense_weight }
+        Self { mirror: None, store, embedder, dense_weight }
+    }
+
+    /// Also records every change in the shared database (replicas on PostgreSQL).
+    pub fn mirrored(mut self, store: crate::store::Store) -> Self {
+        self.mirror = Some(store);
+        self
     }
 
     pub async fn store(&self, entry: &MemoryEntry) -> Result<(), MemoryError> {
         let vectors = self.embedder.embed(&entry.text()).await?;
-        self.store.upsert(entry, &vectors).await
+        self.store.upsert(entry, &vectors).await?;
+        if let Some(shared) = &self.mirror {
+            mirror::put(shared, entry.id, Some(entry)).await?;
+        }
+        Ok(())
     }
 
     pub async fn search(&self, query: &str, filter: &SearchFilter, k: usize) -> Result<Vec<Scored>, MemoryError> {
@@ -283,7 +296,11 @@ impl Memory {
     }
 
     pub async fn delete(&self, id: uuid::Uuid) -> Result<bool, MemoryError> {
-        self.store.delete(id).await
+        let existed = self.store.delete(id).await?;
+        if let Some(shared) = &self.mirror {
+            mirror::put(shared, id, None).await?;
+        }
+        Ok(existed)
     }
 
     /// Every entry, newest first.

@@ -53,7 +53,15 @@ fn open_sqlite(path: &Path, sync: Synchronous, read_only: bool) -> Result<rusqli
 
 /// Every table's `CREATE` statements, in SQLite's dialect (PostgreSQL's are derived by [`pg::schema`]).
 fn schema_text() -> String {
-    [SCHEMA, super::probes::SCHEMA, super::health::SCHEMA, super::idempotency::SCHEMA, super::lease::SCHEMA].join("\n")
+    [
+        SCHEMA,
+        super::probes::SCHEMA,
+        super::health::SCHEMA,
+        super::idempotency::SCHEMA,
+        super::lease::SCHEMA,
+        crate::memory::mirror::SCHEMA,
+    ]
+    .join("\n")
 }
 
 /// The advisory lock that serialises migrations between replicas starting together.

@@ -346,3 +346,37 @@ async fn store_migrate_copies_a_sqlite_installation_into_postgres_with_its_audit
     assert_ne!(reopened["incident_id"].as_str().unwrap(), id, "a new incident: ids continue after the copy");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_cold_memory_index_rebuilds_it_from_the_shared_database() {
+    use medic::memory::{Memory, MemoryConfig, SearchFilter, mirror};
+    let url = crate::postgres::database();
+    let open = |dir: &Path| {
+        let config = medic::store::StoreConfig { url: url.clone(), data_dir: dir.to_path_buf(), ..Default::default() };
+        medic::store::Store::open(&config).unwrap()
+    };
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a_store, b_store) = (open(a_dir.path()), open(b_dir.path()));
+    // Replica A remembers 32 fixes (its embedded index, and the shared table).
+    let a = Memory::open(&MemoryConfig::default(), a_dir.path()).await.unwrap().mirrored(a_store.clone());
+    let fixes = std::fs::read_to_string(crate::helpers::fixture_path("memory/past_incidents.jsonl")).unwrap();
+    assert_eq!(a.import(&fixes).await.unwrap(), 32);
+    // Replica B starts with an empty index and catches up from the database.
+    let b = Memory::open(&MemoryConfig::default(), b_dir.path()).await.unwrap().mirrored(b_store.clone());
+    assert_eq!(b.count().await.unwrap(), 0);
+    let (changed, since) = mirror::sync(&b, &b_store, None).await.unwrap();
+    assert_eq!((changed, b.count().await.unwrap()), (32, 32));
+    let filter = SearchFilter { service: Some("docker".into()), include_negatives: false };
+    let hits = b.search("Cannot connect to the Docker daemon", &filter, 1).await.unwrap();
+    assert_eq!(hits[0].entry.command, "systemctl restart docker");
+    // A forgets one and demotes another: B follows.
+    let all = a.all().await.unwrap();
+    assert!(a.delete(all[0].id).await.unwrap());
+    assert!(a.demote(all[1].id, "failed verification").await.unwrap());
+    let (changed, _) = mirror::sync(&b, &b_store, since).await.unwrap();
+    assert_eq!(changed, 2);
+    assert_eq!(b.count().await.unwrap(), 31);
+    assert_eq!(b.get(all[1].id).await.unwrap().unwrap().outcome, medic::memory::Outcome::Failed);
+    a_store.close().await;
+    b_store.close().await;
+}
