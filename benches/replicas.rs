@@ -131,7 +131,7 @@ async fn heals(world: &world::World, replicas: &[Replica], url: &str) -> Vec<Dur
 async fn failover(world: &world::World, replicas: &mut [Replica], url: &str) -> (Duration, usize) {
     world.nginx.stop();
     world.l1_says("nginx is stopped", 0.92, Some(&format!("{} slowstart", world.nginx.control())));
-    let v: Value = post_kuma(&replicas[0].base, &world.down_body()).await.json().await.unwrap();
+    let v: Value = post_kuma(&replicas[0].base, &replicas::slow_down_body(world)).await.json().await.unwrap();
     let id = v["incident_id"].as_str().unwrap().to_string();
     wait_state(url, &id, &["executing"], 30).await;
     let holder = pg(url, "SELECT owner FROM leases WHERE incident_id = ?1", vec![Sql::Text(id.clone())]).await;
