@@ -90,7 +90,9 @@ fn data_dir(settings: &Settings) -> Vec<Line> {
         });
     }
     let db = dir.join("medic.db");
-    if db.exists() {
+    if settings.store.is_postgres() {
+        out.push(postgres(&settings.store.url));
+    } else if db.exists() {
         let checked = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .and_then(|c| c.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)));
         out.push(match checked {
@@ -102,6 +104,29 @@ fn data_dir(settings: &Settings) -> Vec<Line> {
         out.push(line(Verdict::Ok, "database", "none yet (created at first start)"));
     }
     out
+}
+
+/// The shared database: reachable, and its schema version (replicas).
+fn postgres(url: &str) -> Line {
+    let shown = url::Url::parse(url)
+        .map(|mut u| {
+            let _ = u.set_password(None);
+            u.to_string()
+        })
+        .unwrap_or_default();
+    let checked = crate::store::db::Connection::open_postgres(url).and_then(|c| {
+        c.query_row("SELECT (SELECT MAX(version) FROM medic_schema), (SELECT COUNT(*) FROM incidents)", [], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?))
+        })
+    });
+    match checked {
+        Ok((Some(v), n)) => line(Verdict::Ok, "database", format!("PostgreSQL {shown}: schema v{v}, {n} incidents")),
+        Ok((None, _)) => line(Verdict::Warn, "database", format!("PostgreSQL {shown}: no schema version recorded")),
+        Err(e) if e.to_string().contains("42P01") => {
+            line(Verdict::Ok, "database", format!("PostgreSQL {shown}: reachable, empty (tables made at first start)"))
+        }
+        Err(e) => line(Verdict::Fail, "database", format!("PostgreSQL {shown}: {e}")),
+    }
 }
 
 async fn hosts(settings: &Settings) -> Vec<Line> {

@@ -188,10 +188,12 @@ impl Store {
         let alive = writer_alive.clone();
         let max_batch = config.max_batch;
         let writer_anchor = anchor.clone();
+        let (reopen_target, synchronous) = (target.clone(), config.synchronous);
+        let reopen: writer::Reopen = Box::new(move || open_connection(&reopen_target, synchronous, false));
         thread::Builder::new()
             .name("medic-store-writer".into())
             .spawn(move || {
-                writer_loop(conn, chain, rx, max_batch, &writer_anchor);
+                writer_loop(conn, reopen, chain, rx, max_batch, &writer_anchor);
                 alive.store(false, Ordering::SeqCst);
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start writer thread: {e}")))?;

@@ -23,8 +23,12 @@ pub(super) enum Job {
     Shutdown { done: oneshot::Sender<()> },
 }
 
+/// Opens the write connection again (PostgreSQL restarted or the network dropped it).
+pub(super) type Reopen = Box<dyn Fn() -> Result<Connection, StoreError> + Send>;
+
 pub(super) fn writer_loop(
-    conn: Connection,
+    mut conn: Connection,
+    reopen: Reopen,
     mut chain: ChainTip,
     rx: mpsc::Receiver<Job>,
     max_batch: usize,
@@ -57,6 +61,21 @@ pub(super) fn writer_loop(
         }
         if batch.is_empty() {
             continue;
+        }
+        if conn.is_broken() {
+            match reopen() {
+                Ok(fresh) => {
+                    tracing::info!("Store connection lost and opened again.");
+                    conn = fresh;
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for (_, reply) in batch {
+                        let _ = reply.send(Err(StoreError::Unavailable(format!("database unreachable: {message}"))));
+                    }
+                    continue;
+                }
+            }
         }
         run_batch(&conn, &mut chain, batch, anchor);
         head.maybe(&chain);

@@ -53,66 +53,116 @@ fn as_server_user(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
+/// A new data directory (initdb) in a temp directory owned by the server's user; returns the directory.
+fn init() -> PathBuf {
+    let dir = tempfile::Builder::new().prefix("medic-pg-").tempdir().unwrap().keep();
+    if let Some((uid, gid)) = server_user() {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    }
+    let status = as_server_user(
+        Command::new(bin("initdb"))
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-U", "medic", "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync"])
+            .stdout(Stdio::null()),
+    )
+    .status()
+    .expect("initdb runs");
+    assert!(status.success(), "initdb failed");
+    dir
+}
+
+/// Starts the server of `dir` on `port` and waits until it answers; a watchdog stops it (and removes
+/// `dir`) when this test process exits.
+fn serve(dir: &std::path::Path, port: u16) -> (std::process::Child, std::process::Child) {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
+    if let Some((uid, gid)) = server_user() {
+        std::os::unix::fs::chown(dir.join("server.log"), Some(uid), Some(gid)).unwrap();
+    }
+    // fsync off: a throwaway cluster; medic's own durability is what the tests check.
+    let server = as_server_user(
+        Command::new(bin("postgres"))
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "max_connections=400", "-c", "unix_socket_directories="])
+            .stdout(Stdio::null())
+            .stderr(log),
+    )
+    .spawn()
+    .expect("postgres starts");
+    let watchdog = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while kill -0 {me} 2>/dev/null && kill -0 {pg} 2>/dev/null; do sleep 1; done; \
+             if ! kill -0 {me} 2>/dev/null; then kill -INT {pg} 2>/dev/null; sleep 3; rm -rf {dir}; fi",
+            me = std::process::id(),
+            pg = server.id(),
+            dir = dir.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while medic::store::db::Connection::open_postgres(&url_for(port, "postgres")).is_err() {
+        assert!(Instant::now() < deadline, "PostgreSQL did not start; see {}/server.log", dir.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (server, watchdog)
+}
+
 /// The test process's cluster (started on first use).
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("medic-pg-").tempdir().unwrap().keep();
-        let data = dir.join("data");
-        if let Some((uid, gid)) = server_user() {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
-        }
-        let status = as_server_user(
-            Command::new(bin("initdb"))
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "medic", "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync"])
-                .stdout(Stdio::null()),
-        )
-        .status()
-        .expect("initdb runs");
-        assert!(status.success(), "initdb failed");
+        let dir = init();
         let port = free_port();
-        let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        if let Some((uid, gid)) = server_user() {
-            std::os::unix::fs::chown(dir.join("server.log"), Some(uid), Some(gid)).unwrap();
-        }
-        // fsync off: a throwaway cluster; medic's own durability is what the tests check.
-        let server = as_server_user(
-            Command::new(bin("postgres"))
-                .arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-                .args(["-c", "max_connections=400", "-c", "unix_socket_directories="])
-                .stdout(Stdio::null())
-                .stderr(log),
-        )
-        .spawn()
-        .expect("postgres starts");
-        // The server outlives nothing: a watchdog stops it when this test process exits.
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -INT {pg} 2>/dev/null; sleep 3; rm -rf {dir}",
-                me = std::process::id(),
-                pg = server.id(),
-                dir = dir.display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if medic::store::db::Connection::open_postgres(&url_for(port, "postgres")).is_ok() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "PostgreSQL did not start; see {}/server.log", dir.display());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let (server, watchdog) = serve(&dir, port);
         Cluster { port, _dir: dir, _server: server, _watchdog: watchdog }
     })
+}
+
+/// A cluster of one test's own, which the test can stop and start again (a database restart).
+pub struct OwnCluster {
+    pub port: u16,
+    dir: PathBuf,
+    server: Option<(std::process::Child, std::process::Child)>,
+}
+
+impl OwnCluster {
+    pub fn start() -> Self {
+        let dir = init();
+        let port = free_port();
+        let server = Some(serve(&dir, port));
+        Self { port, dir, server }
+    }
+
+    pub fn url(&self) -> String {
+        url_for(self.port, "postgres")
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some((mut server, mut watchdog)) = self.server.take() {
+            let _ = Command::new("kill").args(["-INT", &server.id().to_string()]).status();
+            let _ = server.wait();
+            let _ = watchdog.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.server = Some(serve(&self.dir, self.port));
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn url_for(port: u16, db: &str) -> String {

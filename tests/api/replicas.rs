@@ -401,3 +401,45 @@ async fn a_replica_with_a_cold_memory_index_rebuilds_it_from_the_shared_database
     a_store.close().await;
     b_store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_costs_503s_while_it_is_down_and_medic_carries_on_after() {
+    let mut cluster = crate::postgres::OwnCluster::start();
+    let url = cluster.url();
+    let app = crate::helpers::TestApp::spawn_with(|s| s.store.url = url.clone()).await;
+    let template: Value = serde_json::from_str(&std::fs::read_to_string(kuma("down_json.json")).unwrap()).unwrap();
+    let send = |monitor: u32| {
+        let mut body = template.clone();
+        body["monitor"]["id"] = json!(monitor);
+        body["monitor"]["url"] = json!("http://nowhere.invalid/");
+        let (client, url) = (app.client.clone(), app.url("/hooks/uptime-kuma"));
+        async move { client.post(url).bearer_auth(TOKEN).json(&body).send().await.unwrap() }
+    };
+    assert_eq!(send(1).await.status(), 202);
+
+    cluster.stop();
+    let refused = send(2).await;
+    assert_eq!(refused.status(), 503, "nothing stored, the sender retries");
+    assert!(refused.headers().contains_key("retry-after"));
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    cluster.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = send(2).await;
+        if r.status() == 202 {
+            break;
+        }
+        assert_eq!(r.status(), 503);
+        assert!(tokio::time::Instant::now() < deadline, "medic never wrote to the restarted database");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let monitors = pg(&url, "SELECT monitor_id FROM incidents ORDER BY opened_at", vec![]).await;
+    let monitors: Vec<String> = monitors.iter().map(|r| text(&r[0])).collect();
+    assert_eq!(monitors, ["1", "2"]);
+    assert!(medic::audit::verify(app.store.audit_rows_blocking().unwrap()).is_ok());
+    app.stop().await;
+}
