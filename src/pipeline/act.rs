@@ -54,7 +54,13 @@ impl Pipeline {
             self.keep_for_approval(incident.id, approved.argv().to_vec(), &proposal.cause, None).await?;
             return Ok(Auto::NotActed(reason));
         }
-        self.run_fix(incident, target, approved, &proposal.level, &proposal.cause, memory_entry, None).await?;
+        let argv = approved.argv().to_vec();
+        if let Some(reason) =
+            self.run_fix(incident, target, approved, &proposal.level, &proposal.cause, memory_entry, None).await?
+        {
+            self.keep_for_approval(incident.id, argv, &proposal.cause, None).await?;
+            return Ok(Auto::NotActed(reason));
+        }
         Ok(Auto::Acted)
     }
 
@@ -195,6 +201,11 @@ impl Pipeline {
     }
 
     /// executing: record the attempt, run the command once, then verifying (or escalated).
+    ///
+    /// An automatic command meets the action policy again inside the transaction that records it: other
+    /// incidents (or other replicas) may have acted since the policy was first asked, and writes are
+    /// serialised, so rate limits and breakers hold however many run at once. Returns the policy's
+    /// reason when it refuses at that point (nothing ran; the incident did not move).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn run_fix(
         &self,
@@ -205,8 +216,13 @@ impl Pipeline {
         cause: &str,
         memory_entry: Option<uuid::Uuid>,
         approved_by: Option<String>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<Option<String>, PipelineError> {
         let dry_run = self.stages.dry_run.is_on();
+        let recheck = (approved_by.is_none() && !dry_run).then(|| {
+            let since = Utc::now()
+                - chrono::Duration::from_std(self.stages.policy.lookback()).unwrap_or(chrono::Duration::hours(1));
+            (self.stages.policy.clone(), since, incident.key.monitor_id.clone(), incident.monitor.name.clone())
+        });
         let automatic = approved_by.is_none();
         let (id, from) = (incident.id, incident.state);
         let argv = cmd.argv().to_vec();
@@ -216,6 +232,25 @@ impl Pipeline {
         let action_id = self
             .store
             .write(move |ctx| {
+                if let Some((policy, since, monitor_id, monitor_name)) = &recheck {
+                    let history = crate::store::action_history_in(ctx.conn(), &host, *since)?;
+                    let request = PolicyRequest {
+                        host: &host,
+                        service: &service,
+                        action_key: &key,
+                        monitor_id,
+                        monitor_name,
+                        monitor_in_maintenance: false,
+                    };
+                    if let PolicyDecision::Escalate(reason) = policy.decide(&request, &history, ctx.now()) {
+                        let reason = format!("{reason} (checked again just before running: others acted meanwhile)");
+                        ctx.timeline(id, "policy", &format!("policy: escalate: {reason}"), serde_json::Value::Null)?;
+                        let record =
+                            AuditRecord::PolicyDecision { decision: "escalate".into(), reason: reason.clone() };
+                        ctx.audit(Some(id), Actor::System, record)?;
+                        return Ok(Err(reason));
+                    }
+                }
                 ctx.transition(id, &Transition::new(from, IncidentState::Executing, why)?, Actor::System)?;
                 ctx.increment_attempts(id)?;
                 let outcome = if dry_run { ActionOutcome::DryRun } else { ActionOutcome::Pending };
@@ -228,9 +263,13 @@ impl Pipeline {
                     d.fix_memory_entry = memory_entry.map(|e| e.to_string());
                     d.approved_by = approved_by.clone();
                 })?;
-                Ok(action)
+                Ok(Ok(action))
             })
             .await?;
+        let action_id = match action_id {
+            Ok(action) => action,
+            Err(refused) => return Ok(Some(refused)),
+        };
         let transport = self.stages.transports.for_host(&target.host);
         let execution =
             self.stages.executor.execute(&cmd, transport.as_ref(), &self.stages.dry_run, &self.stages.redactor).await;
@@ -269,6 +308,6 @@ impl Pipeline {
                 ctx.transition(id, &Transition::new(IncidentState::Executing, to, reason)?, Actor::System)
             })
             .await?;
-        Ok(())
+        Ok(None)
     }
 }

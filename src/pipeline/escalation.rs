@@ -79,8 +79,14 @@ impl Pipeline {
                         to_approve = Some(cmd.argv().to_vec());
                     } else {
                         let cause = recommendation.as_ref().map(|r| r.root_cause.clone()).unwrap_or_default();
-                        self.run_fix(&incident, target, cmd, "l2", &cause, None, None).await?;
-                        return Ok(Step::Continue);
+                        let argv = cmd.argv().to_vec();
+                        match self.run_fix(&incident, target, cmd, "l2", &cause, None, None).await? {
+                            None => return Ok(Step::Continue),
+                            Some(why) => {
+                                notes.push(why);
+                                to_approve = Some(argv);
+                            }
+                        }
                     }
                 }
             }
@@ -285,6 +291,7 @@ impl Pipeline {
         match verdict {
             Verdict::Allow(cmd) if cmd.argv() == argv.as_slice() => {
                 let cause = incident.details.fix_cause.clone().unwrap_or_default();
+                // Approved: the policy is not asked again (a human decided), so this never refuses.
                 self.run_fix(incident, &target, cmd, "approved", &cause, None, Some(approver)).await?;
                 Ok(Step::Continue)
             }

@@ -321,8 +321,19 @@ impl Pipeline {
             .incident(id)
             .await?
             .ok_or_else(|| PipelineError::bug("orchestrator", "the incident disappeared"))?;
-        self.run_fix(&incident, &target, cmd, "orchestrator", "the orchestrator's command", None, None).await?;
+        let refused_now =
+            self.run_fix(&incident, &target, cmd, "orchestrator", "the orchestrator's command", None, None).await?;
         let state = self.store.incident(id).await?.map(|i| i.state.to_string()).unwrap_or_default();
+        if let Some(why) = refused_now {
+            self.audit_stage(id, "execute", format!("{command}: refused by the policy: {why}")).await?;
+            return Ok(Some(StageOutcome {
+                outcome: "refused".into(),
+                verdict: "allow".into(),
+                reason: why,
+                argv,
+                state,
+            }));
+        }
         Ok(Some(StageOutcome {
             outcome: "running".into(),
             verdict: "allow".into(),

@@ -399,29 +399,7 @@ impl Store {
 
     /// Actions on `host` since `since`, for the action policy.
     pub async fn action_history(&self, host: String, since: DateTime<Utc>) -> Result<Vec<ActionRecord>, StoreError> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT at, host, service, action_key, automatic, outcome FROM actions WHERE host = ?1 AND at >= ?2 ORDER BY id",
-            )?;
-            let rows = stmt
-                .query_map(params![host, ts(since)], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, bool>(4)?, r.get::<_, String>(5)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter()
-                .map(|(at, host, service, action_key, automatic, outcome)| {
-                    Ok(ActionRecord {
-                        at: parse_ts(&at)?,
-                        host,
-                        service,
-                        action_key,
-                        automatic,
-                        outcome: outcome.parse().map_err(StoreError::Corrupt)?,
-                    })
-                })
-                .collect()
-        })
-        .await
+        self.read(move |conn| action_history_in(conn, &host, since)).await
     }
 
     /// Counts for the daily digest over incidents opened (or decided, closed) since `since`.
@@ -524,6 +502,35 @@ impl Inner {
         }
         result
     }
+}
+
+/// Actions on `host` since `since`, read on `conn` (inside a write job: the history as committed by
+/// every replica, for the check just before a command runs).
+pub(crate) fn action_history_in(
+    conn: &Connection,
+    host: &str,
+    since: DateTime<Utc>,
+) -> Result<Vec<ActionRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+                "SELECT at, host, service, action_key, automatic, outcome FROM actions WHERE host = ?1 AND at >= ?2 ORDER BY id",
+            )?;
+    let rows = stmt
+        .query_map(params![host, ts(since)], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, bool>(4)?, r.get::<_, String>(5)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(at, host, service, action_key, automatic, outcome)| {
+            Ok(ActionRecord {
+                at: parse_ts(&at)?,
+                host,
+                service,
+                action_key,
+                automatic,
+                outcome: outcome.parse().map_err(StoreError::Corrupt)?,
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn ts(time: DateTime<Utc>) -> String {

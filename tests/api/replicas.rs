@@ -443,3 +443,40 @@ async fn a_database_restart_costs_503s_while_it_is_down_and_medic_carries_on_aft
     assert!(medic::audit::verify(app.store.audit_rows_blocking().unwrap()).is_ok());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limit_holds_when_incidents_race_for_it() {
+    // One automatic action per service and hour; two monitors of the same nginx go down at once.
+    let world = World::start(Options { l2: false, max_actions_per_service: 1, ..Options::default() }).await;
+    world.nginx.start();
+    world.nginx.stop();
+    world.l1_says("nginx is stopped", 0.92, Some(&world.start_command()));
+    world.l1_says("nginx is stopped", 0.92, Some(&world.start_command()));
+    let mut second = world.down_body();
+    second["monitor"]["id"] = json!(2);
+    second["monitor"]["name"] = json!("nginx");
+    let first = world.down_body();
+    let (a, b) = tokio::join!(world.app.post_kuma_json(&first), world.app.post_kuma_json(&second));
+    let mut ids = Vec::new();
+    for r in [a, b] {
+        assert_eq!(r.status(), 202);
+        ids.push(r.json::<Value>().await.unwrap()["incident_id"].as_str().unwrap().to_string());
+    }
+    assert_ne!(ids[0], ids[1]);
+    let mut ends = Vec::new();
+    for id in &ids {
+        let i = world
+            .app
+            .wait_incident(id, 40, |i| {
+                ["resolved", "awaiting_approval", "escalated"].contains(&i["state"].as_str().unwrap())
+            })
+            .await;
+        ends.push(i["state"].as_str().unwrap().to_string());
+    }
+    let history =
+        world.app.store.action_history("web1".into(), chrono::Utc::now() - chrono::Duration::hours(1)).await.unwrap();
+    let automatic = history.iter().filter(|a| a.automatic).count();
+    assert_eq!(automatic, 1, "one automatic action within the limit: {history:?} (ends {ends:?})");
+    assert!(ends.contains(&"resolved".to_string()), "{ends:?}");
+    world.app.stop().await;
+}
