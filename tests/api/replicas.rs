@@ -305,6 +305,14 @@ async fn three_replicas_share_the_work_heal_once_take_over_a_killed_lease_and_ke
     assert_eq!(text(&resumed_by[0][0]), "0", "the dead replica's lease was taken over or released");
     eprintln!("failover after kill -9: {failover:?} (lease 3s), ended {end}");
 
+    // The outbox sent each message once across the three replicas (claims before delivery): one FYI
+    // for the automatic fix, one approval request, one confirmation, however many replicas ran senders.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let subjects: Vec<String> = world.smtp().mails().iter().map(|m| m.subject.clone()).collect();
+    for needle in ["Fixed automatically: nginx", "Approval needed: admin-nginx", "Approved fix result: admin-nginx"] {
+        assert_eq!(subjects.iter().filter(|s| s.contains(needle)).count(), 1, "{needle}: {subjects:?}");
+    }
+
     // 5. One audit chain, verified by `medic audit verify` from any replica's config.
     let survivor = (victim + 1) % 3;
     let out = std::process::Command::new(medic_bin())
