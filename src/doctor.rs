@@ -91,7 +91,7 @@ fn data_dir(settings: &Settings) -> Vec<Line> {
     }
     let db = dir.join("medic.db");
     if settings.store.is_postgres() {
-        out.push(postgres(&settings.store.url));
+        out.push(postgres(&settings.store.url, settings.store.ca_file.as_deref()));
     } else if db.exists() {
         let checked = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .and_then(|c| c.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)));
@@ -107,14 +107,14 @@ fn data_dir(settings: &Settings) -> Vec<Line> {
 }
 
 /// The shared database: reachable, and its schema version (replicas).
-fn postgres(url: &str) -> Line {
+fn postgres(url: &str, ca_file: Option<&std::path::Path>) -> Line {
     let shown = url::Url::parse(url)
         .map(|mut u| {
             let _ = u.set_password(None);
             u.to_string()
         })
         .unwrap_or_default();
-    let checked = crate::store::db::Connection::open_postgres(url).and_then(|c| {
+    let checked = crate::store::db::Connection::open_postgres_with(url, ca_file).and_then(|c| {
         c.query_row("SELECT (SELECT MAX(version) FROM medic_schema), (SELECT COUNT(*) FROM incidents)", [], |r| {
             Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?))
         })

@@ -64,6 +64,10 @@ pub struct StoreConfig {
     /// resumes its incidents this long after its last renewal.
     #[serde(with = "humantime_serde")]
     pub lease: std::time::Duration,
+    /// PEM file of the CA that signed PostgreSQL's certificate, trusted besides the public roots (TLS
+    /// is on with `?sslmode=require` in `url`). Empty: public roots only.
+    #[serde(with = "crate::conf::empty_none")]
+    pub ca_file: Option<PathBuf>,
     /// SQLite `synchronous` level: "full" (survives power loss) or "normal" (survives process crashes).
     pub synchronous: Synchronous,
     /// Most write jobs grouped into one transaction (group commit).
@@ -81,7 +85,7 @@ impl StoreConfig {
         if url.is_empty() {
             Ok(Target::Sqlite(self.data_dir.join("medic.db")))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Target::Postgres(url.to_string()))
+            Ok(Target::Postgres { url: url.to_string(), ca_file: self.ca_file.clone() })
         } else {
             Err(StoreError::Config(
                 "store.url must be empty (SQLite in data_dir) or postgres://user:password@host:port/database".into(),
@@ -110,6 +114,7 @@ impl Default for StoreConfig {
             data_dir: PathBuf::from("data"),
             url: String::new(),
             lease: std::time::Duration::from_secs(30),
+            ca_file: None,
             synchronous: Synchronous::Full,
             max_batch: 256,
             retention: std::time::Duration::from_secs(30 * 24 * 3600),

@@ -21,13 +21,13 @@ pub(super) const SCHEMA_VERSION: i64 = 2;
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
     Sqlite(std::path::PathBuf),
-    Postgres(String),
+    Postgres { url: String, ca_file: Option<std::path::PathBuf> },
 }
 
 pub(super) fn open_connection(target: &Target, sync: Synchronous, read_only: bool) -> Result<Connection, StoreError> {
     match target {
         Target::Sqlite(path) => Ok(Connection::from_sqlite(open_sqlite(path, sync, read_only)?)),
-        Target::Postgres(url) => Ok(Connection::open_postgres(url)?),
+        Target::Postgres { url, ca_file } => Ok(Connection::open_postgres_with(url, ca_file.as_deref())?),
     }
 }
 
@@ -125,8 +125,8 @@ fn migrate_postgres(conn: &Connection) -> Result<(), StoreError> {
 /// Every audit row of `<data_dir>/medic.db`, read without opening the store for writing: `medic audit
 /// verify` must see the database as it is, before start-up's anchor check records anything.
 pub fn audit_rows_read_only(config: &super::StoreConfig) -> Result<Vec<StoredRow>, StoreError> {
-    if let Target::Postgres(url) = config.target()? {
-        return read_audit_rows(&Connection::open_postgres(&url)?);
+    if let Target::Postgres { url, ca_file } = config.target()? {
+        return read_audit_rows(&Connection::open_postgres_with(&url, ca_file.as_deref())?);
     }
     let path = config.data_dir.join("medic.db");
     if !path.exists() {

@@ -74,7 +74,7 @@ fn init() -> PathBuf {
 
 /// Starts the server of `dir` on `port` and waits until it answers; a watchdog stops it (and removes
 /// `dir`) when this test process exits.
-fn serve(dir: &std::path::Path, port: u16) -> (std::process::Child, std::process::Child) {
+fn serve(dir: &std::path::Path, port: u16, extra: &[String]) -> (std::process::Child, std::process::Child) {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
     if let Some((uid, gid)) = server_user() {
         std::os::unix::fs::chown(dir.join("server.log"), Some(uid), Some(gid)).unwrap();
@@ -86,6 +86,7 @@ fn serve(dir: &std::path::Path, port: u16) -> (std::process::Child, std::process
             .arg(dir.join("data"))
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "max_connections=400", "-c", "unix_socket_directories="])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log),
     )
@@ -119,7 +120,7 @@ pub fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| {
         let dir = init();
         let port = free_port();
-        let (server, watchdog) = serve(&dir, port);
+        let (server, watchdog) = serve(&dir, port, &[]);
         Cluster { port, _dir: dir, _server: server, _watchdog: watchdog }
     })
 }
@@ -127,16 +128,28 @@ pub fn cluster() -> &'static Cluster {
 /// A cluster of one test's own, which the test can stop and start again (a database restart).
 pub struct OwnCluster {
     pub port: u16,
-    dir: PathBuf,
+    pub dir: PathBuf,
+    extra: Vec<String>,
     server: Option<(std::process::Child, std::process::Child)>,
 }
 
 impl OwnCluster {
     pub fn start() -> Self {
+        Self::start_with(|_| Vec::new())
+    }
+
+    /// Starts with extra server settings, given the data directory's parent (for files they name).
+    pub fn start_with(settings: impl FnOnce(&std::path::Path) -> Vec<String>) -> Self {
         let dir = init();
+        let extra = settings(&dir);
+        if let Some((uid, gid)) = server_user() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                std::os::unix::fs::chown(entry.path(), Some(uid), Some(gid)).unwrap();
+            }
+        }
         let port = free_port();
-        let server = Some(serve(&dir, port));
-        Self { port, dir, server }
+        let server = Some(serve(&dir, port, &extra));
+        Self { port, dir, extra, server }
     }
 
     pub fn url(&self) -> String {
@@ -154,7 +167,7 @@ impl OwnCluster {
 
     pub fn restart(&mut self) {
         self.stop();
-        self.server = Some(serve(&self.dir, self.port));
+        self.server = Some(serve(&self.dir, self.port, &self.extra));
     }
 }
 

@@ -488,3 +488,53 @@ async fn a_rate_limit_holds_when_incidents_race_for_it() {
     assert!(ends.contains(&"resolved".to_string()), "{ends:?}");
     world.app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_postgres_checks_the_servers_certificate_against_store_ca_file() {
+    // PostgreSQL with TLS on, its certificate (for 127.0.0.1) signed by a test CA.
+    let cluster = crate::postgres::OwnCluster::start_with(|d| {
+        std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+        for args in [
+            "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=medic-test-ca -keyout ca.key -out ca.pem",
+            "req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr",
+            "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out cert.pem -extfile ext.cnf",
+        ] {
+            let made = std::process::Command::new("openssl").args(args.split(' ')).current_dir(d).output().unwrap();
+            assert!(made.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&made.stderr));
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("key.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        [
+            "ssl=on".to_string(),
+            format!("ssl_cert_file={}/cert.pem", d.display()),
+            format!("ssl_key_file={}/key.pem", d.display()),
+        ]
+        .into_iter()
+        .flat_map(|s| ["-c".to_string(), s])
+        .collect()
+    });
+    let url = format!("{}?sslmode=require", cluster.url());
+    let ca = cluster.dir.join("ca.pem");
+    let (u, c) = (url.clone(), ca.clone());
+    let (refused, over_tls) = tokio::task::spawn_blocking(move || {
+        // The public roots alone do not know the test CA: refused, saying why.
+        let refused = Connection::open_postgres(&u).err().expect("an unknown issuer is refused").to_string();
+        let conn = Connection::open_postgres_with(&u, Some(&c)).unwrap();
+        let ssl: bool =
+            conn.query_row("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", [], |r| r.get(0)).unwrap();
+        (refused, ssl)
+    })
+    .await
+    .unwrap();
+    assert!(refused.to_lowercase().contains("certificate") || refused.contains("UnknownIssuer"), "{refused}");
+    assert!(over_tls, "the session is encrypted");
+    // medic itself, with store.ca_file.
+    let app = crate::helpers::TestApp::spawn_with(|s| {
+        s.store.url = url.clone();
+        s.store.ca_file = Some(ca.clone());
+    })
+    .await;
+    let body: Value = serde_json::from_str(&std::fs::read_to_string(kuma("down_json.json")).unwrap()).unwrap();
+    assert_eq!(app.post_kuma_json(&body).await.status(), 202);
+    app.stop().await;
+}

@@ -38,6 +38,8 @@ pub enum Error {
     Type { column: String, message: String },
     #[error("no column named {0}")]
     NoColumn(String),
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(String),
 }
 
 /// A connection to either engine. Not `Sync` (like rusqlite's): one thread uses it at a time.
@@ -55,9 +57,14 @@ impl Connection {
         Self { inner: Inner::Sqlite(conn) }
     }
 
-    /// Connects to PostgreSQL (`postgres://…`).
+    /// Connects to PostgreSQL (`postgres://…`; TLS with `sslmode=require`, public roots).
     pub fn open_postgres(url: &str) -> Result<Self, Error> {
-        Ok(Self { inner: Inner::Pg(pg::PgConn::connect(url)?) })
+        Self::open_postgres_with(url, None)
+    }
+
+    /// [`Connection::open_postgres`], trusting the CA certificates of `ca_file` (PEM) as well.
+    pub fn open_postgres_with(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, Error> {
+        Ok(Self { inner: Inner::Pg(pg::PgConn::connect(url, ca_file)?) })
     }
 
     pub fn engine(&self) -> Engine {

@@ -38,7 +38,14 @@ pub(crate) struct PgConn {
 }
 
 impl PgConn {
-    pub(crate) fn connect(url: &str) -> Result<Self, Error> {
+    /// `sslmode=require` (or `prefer`) in the URL: TLS, the server's certificate checked against the
+    /// public roots and `ca_file`. Otherwise plain TCP.
+    pub(crate) fn connect(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, Error> {
+        let tls = if url.contains("sslmode=require") || url.contains("sslmode=prefer") {
+            Some(tls_connector(ca_file)?)
+        } else {
+            None
+        };
         let mut config: tokio_postgres::Config = url.parse()?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
@@ -48,12 +55,18 @@ impl PgConn {
             config.application_name("medic");
         }
         let client = wait(runtime().spawn(async move {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "PostgreSQL connection ended.");
+            let client = match tls {
+                Some(tls) => {
+                    let (client, connection) = config.connect(tls).await?;
+                    tokio::spawn(drive(connection));
+                    client
                 }
-            });
+                None => {
+                    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+                    tokio::spawn(drive(connection));
+                    client
+                }
+            };
             Ok::<_, tokio_postgres::Error>(client)
         }))
         .expect("PostgreSQL runtime task")?;
@@ -100,6 +113,33 @@ impl PgConn {
     pub(crate) fn batch(&self, sql: &str) -> Result<(), Error> {
         Ok(wait(self.client.batch_execute(&translate(sql)))?)
     }
+}
+
+/// Runs a connection's socket until it ends.
+async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "PostgreSQL connection ended.");
+    }
+}
+
+/// rustls with the public roots, plus the certificates of `ca_file` (PEM).
+fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| Error::Tls(format!("store.ca_file {}: {e}", path.display())))?;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| Error::Tls(format!("store.ca_file {}: {e}", path.display())))?;
+            roots.add(cert).map_err(|e| Error::Tls(format!("store.ca_file {}: {e}", path.display())))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// A PostgreSQL error with the server's message and code, or the client's cause chain.
