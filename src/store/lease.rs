@@ -4,6 +4,7 @@
 //! releases it at the end. A replica killed mid-pass stops renewing; once its lease expires another
 //! replica claims the incident and resumes it where the store says it is (an incident found in
 //! `executing` goes to verification, never to a second run: the same rule as after a restart).
+//! On SQLite (one process owns the file) claims are granted without a write.
 //! Claims are write jobs, and writes are serialised (SQLite's single writer; PostgreSQL's advisory
 //! lock, see `writer.rs`), so two replicas can never both win one incident.
 
@@ -25,6 +26,11 @@ CREATE TABLE IF NOT EXISTS leases (
 );";
 
 impl Store {
+    /// True when other replicas may share this database (PostgreSQL); leases are written only then.
+    pub fn shared(&self) -> bool {
+        matches!(self.inner.target, super::schema::Target::Postgres { .. })
+    }
+
     /// This process's name in leases (`<host>/<uuid>`, new at every start).
     pub fn replica(&self) -> &str {
         &self.inner.replica
@@ -41,6 +47,10 @@ impl Store {
     async fn claim_keys(&self, keys: Vec<String>, ttl: Duration) -> Result<Vec<bool>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
+        }
+        if !self.shared() {
+            // One process owns a SQLite file: every claim is its own (no write per pass).
+            return Ok(vec![true; keys.len()]);
         }
         let owner = self.inner.replica.clone();
         self.write(move |ctx| {
@@ -96,7 +106,7 @@ impl Store {
 
     /// Extends this replica's leases on `ids` (while their passes run).
     pub async fn renew(&self, ids: Vec<IncidentId>, ttl: Duration) -> Result<(), StoreError> {
-        if ids.is_empty() {
+        if ids.is_empty() || !self.shared() {
             return Ok(());
         }
         let owner = self.inner.replica.clone();
@@ -115,6 +125,9 @@ impl Store {
 
     /// Gives the incident back (its pass ended).
     pub async fn release(&self, id: IncidentId) -> Result<(), StoreError> {
+        if !self.shared() {
+            return Ok(());
+        }
         let owner = self.inner.replica.clone();
         self.write(move |ctx| {
             ctx.conn()
