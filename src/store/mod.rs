@@ -495,7 +495,11 @@ impl Store {
 
 impl Inner {
     fn with_reader<R>(&self, f: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
-        let pooled = self.readers.lock().expect("readers lock poisoned").pop();
+        // A pooled connection the server closed meanwhile (a PostgreSQL restart) is dropped, not used.
+        let pooled = {
+            let mut readers = self.readers.lock().expect("readers lock poisoned");
+            std::iter::from_fn(|| readers.pop()).find(|c| !c.is_broken())
+        };
         let conn = match pooled {
             Some(conn) => conn,
             None => open_connection(&self.target, Synchronous::Normal, true)?,

@@ -149,7 +149,10 @@ async fn retention_deletes_old_closed_incidents_and_files_but_never_the_audit_lo
 
     let pruned = app.store.prune(chrono::Utc::now() + chrono::Duration::seconds(1), &eml_dir).await.unwrap();
     assert_eq!(pruned.incidents, 1, "{pruned:?}");
-    assert_eq!(pruned.eml_files, 1);
+    // The planted old file goes (the escalation email of the open incident may be written meanwhile
+    // and go with it: both are older than the cut-off).
+    assert!(pruned.eml_files >= 1, "{pruned:?}");
+    assert!(!eml_dir.join("000001.eml").exists());
     let r = app.client.get(app.url(&format!("/api/v1/incidents/{closed}"))).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 404, "the closed incident is gone");
     let still = app.incident(&open).await;
