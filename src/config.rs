@@ -181,9 +181,8 @@ impl Settings {
         if self.store.max_batch == 0 {
             return Err(ConfigError::invalid("store.max_batch", "must be above 0"));
         }
-        if let Err(why) = self.store.validate() {
-            let key = if why.contains("store.lease") { "store.lease" } else { "store.url" };
-            return Err(ConfigError::invalid(key, &why));
+        if let Err((key, why)) = self.store.validate() {
+            return Err(ConfigError::invalid(key, why));
         }
         if self.auth.token.is_some() && self.auth.token_file.is_some() {
             return Err(ConfigError::invalid("auth.token_file", "set either auth.token or auth.token_file, not both"));

@@ -108,12 +108,7 @@ fn data_dir(settings: &Settings) -> Vec<Line> {
 
 /// The shared database: reachable, and its schema version (replicas).
 fn postgres(url: &str, ca_file: Option<&std::path::Path>) -> Line {
-    let shown = url::Url::parse(url)
-        .map(|mut u| {
-            let _ = u.set_password(None);
-            u.to_string()
-        })
-        .unwrap_or_default();
+    let shown = crate::store::migrate::redact(url);
     let checked = crate::store::db::Connection::open_postgres_with(url, ca_file).and_then(|c| {
         c.query_row("SELECT (SELECT MAX(version) FROM medic_schema), (SELECT COUNT(*) FROM incidents)", [], |r| {
             Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?))

@@ -136,21 +136,6 @@ impl Store {
         })
         .await
     }
-
-    /// Who holds a live lease on `id`, if anyone (for tests and the console).
-    pub async fn lease_holder(&self, id: IncidentId) -> Result<Option<String>, StoreError> {
-        self.read(move |conn| {
-            use super::db::OptionalExtension;
-            Ok(conn
-                .query_row(
-                    "SELECT owner FROM leases WHERE incident_id = ?1 AND until >= ?2",
-                    params![id.to_string(), ts(chrono::Utc::now())],
-                    |r| r.get(0),
-                )
-                .optional()?)
-        })
-        .await
-    }
 }
 
 impl Store {

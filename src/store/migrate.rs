@@ -183,8 +183,8 @@ fn copy_table(source: &Connection, target: &Connection, table: &str) -> anyhow::
     Ok(n)
 }
 
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
+/// The URL with its password masked, for messages.
+pub(crate) fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("********"));

@@ -98,11 +98,11 @@ impl StoreConfig {
         !self.url.trim().is_empty()
     }
 
-    /// Checks `store.*` without connecting (for start-up and `check-config`).
-    pub fn validate(&self) -> Result<(), String> {
-        self.target().map(|_| ()).map_err(|e| e.to_string())?;
+    /// Checks `store.*` without connecting (for start-up and `check-config`): the key and what is wrong.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.target().map_err(|e| ("store.url", e.to_string()))?;
         if self.lease < std::time::Duration::from_secs(1) {
-            return Err("store.lease must be at least 1s".into());
+            return Err(("store.lease", "must be at least 1s".into()));
         }
         Ok(())
     }

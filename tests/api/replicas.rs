@@ -30,7 +30,6 @@ pub struct Replica {
     pub process: MedicProcess,
     pub name: String,
     pub base: String,
-    pub log: PathBuf,
 }
 
 /// Runs a query on the shared database from a blocking thread.
@@ -85,7 +84,7 @@ pub async fn start_replica(config: &Path, dir: &Path) -> Replica {
     let base = format!("http://{}", process.addr);
     let ready: Value = reqwest::get(format!("{base}/readyz")).await.unwrap().json().await.unwrap();
     assert_eq!(ready["store"], "ok", "{ready}");
-    Replica { process, name: ready["replica"].as_str().unwrap().to_string(), base, log }
+    Replica { process, name: ready["replica"].as_str().unwrap().to_string(), base }
 }
 
 pub async fn post_kuma(base: &str, body: &Value) -> reqwest::Response {
@@ -330,7 +329,6 @@ async fn three_replicas_share_the_work_heal_once_take_over_a_killed_lease_and_ke
             r.process.kill9();
             r.process.wait().await;
         }
-        let _ = &r.log;
     }
 }
 

@@ -14,9 +14,6 @@
 pub(crate) mod pg;
 mod value;
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
 pub use value::{FromValue, Params, ParamsFromIter, ToValue, Value, params_from_iter};
 
 /// Which engine a connection talks to.
@@ -269,18 +266,3 @@ macro_rules! sql_params {
     ($($p:expr),+ $(,)?) => { &[$(&$p as &dyn $crate::store::db::ToValue),+] as &[&dyn $crate::store::db::ToValue] };
 }
 pub use crate::sql_params as params;
-
-/// Per-connection cache of translated statements, keyed by the SQLite text.
-#[derive(Default)]
-pub(crate) struct Translations(RefCell<HashMap<String, std::sync::Arc<str>>>);
-
-impl Translations {
-    pub(crate) fn get(&self, sql: &str) -> std::sync::Arc<str> {
-        if let Some(t) = self.0.borrow().get(sql) {
-            return t.clone();
-        }
-        let t: std::sync::Arc<str> = pg::translate(sql).into();
-        self.0.borrow_mut().insert(sql.to_string(), t.clone());
-        t
-    }
-}

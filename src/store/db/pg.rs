@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use regex::Regex;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
-use super::{Error, Row, Translations, Value};
+use super::{Error, Row, Value};
 
 /// The runtime that drives every PostgreSQL connection's socket (never dropped).
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -33,8 +33,8 @@ fn wait<F: std::future::Future>(f: F) -> F::Output {
 
 pub(crate) struct PgConn {
     client: tokio_postgres::Client,
+    /// Prepared statements by their SQLite text (translated once, on first use).
     statements: RefCell<HashMap<String, tokio_postgres::Statement>>,
-    translations: Translations,
 }
 
 impl PgConn {
@@ -70,7 +70,7 @@ impl PgConn {
             Ok::<_, tokio_postgres::Error>(client)
         }))
         .expect("PostgreSQL runtime task")?;
-        Ok(Self { client, statements: RefCell::default(), translations: Translations::default() })
+        Ok(Self { client, statements: RefCell::default() })
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -81,8 +81,7 @@ impl PgConn {
         if let Some(s) = self.statements.borrow().get(sql) {
             return Ok(s.clone());
         }
-        let translated = self.translations.get(sql);
-        let stmt = wait(self.client.prepare(&translated))?;
+        let stmt = wait(self.client.prepare(&translate(sql)))?;
         let mut cache = self.statements.borrow_mut();
         if cache.len() > 512 {
             cache.clear();
